@@ -1,0 +1,349 @@
+"""In-process live state and message bus: the single-node embedded default.
+
+Both run on one asyncio loop and need no locks: every operation completes without awaiting, so
+it is atomic with respect to other tasks. Time comes from the injected clock, so TTLs are
+tested by moving a FakeClock instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from core.clock import Clock
+from core.errors import Unavailable
+from core.live import MessageHandler
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_SIZE = 1000
+"""Messages a subscription holds for a handler that is behind; later ones are dropped."""
+
+
+def check_ttl(ttl: float, name: str = "ttl") -> None:
+    if not ttl > 0:
+        raise ValueError(f"{name} must be positive")
+
+
+async def cancel_and_wait(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it to end, without swallowing a cancellation of our own."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+
+
+@dataclass(slots=True)
+class _Value:
+    value: str
+    expires_at: float | None  # on the clock's monotonic scale
+
+
+class MemoryLiveState:
+    """Live state held in this process. Expired entries vanish on read and in periodic purges."""
+
+    PURGE_MIN_WRITES = 1024
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._values: dict[str, _Value] = {}
+        self._sets: dict[str, dict[str, float]] = {}  # key -> member -> expires_at
+        # A full purge runs after as many writes as there were live entries at the last purge,
+        # so its cost is amortised O(1) per write and expired entries stay within a constant
+        # factor of the live ones.
+        self._writes_since_purge = 0
+        self._purge_after = self.PURGE_MIN_WRITES
+        self._closed = False
+
+    # -- values ---------------------------------------------------------------------------
+
+    async def get(self, key: str) -> str | None:
+        self._check_open()
+        entry = self._live(key)
+        return None if entry is None else entry.value
+
+    async def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        self._check_open()
+        if ttl is not None:
+            check_ttl(ttl)
+        self._values[key] = _Value(value, None if ttl is None else self._now() + ttl)
+        self._wrote()
+
+    async def delete(self, key: str) -> bool:
+        """Remove the value or the set stored under `key`; True when it existed."""
+        self._check_open()
+        existed = self._live(key) is not None
+        self._values.pop(key, None)
+        members = self._sets.pop(key, None)
+        if members is not None:
+            now = self._now()
+            existed = existed or any(expires > now for expires in members.values())
+        return existed
+
+    async def expire(self, key: str, ttl: float) -> bool:
+        self._check_open()
+        check_ttl(ttl)
+        entry = self._live(key)
+        if entry is None:
+            return False
+        entry.expires_at = self._now() + ttl
+        return True
+
+    async def ttl(self, key: str) -> float | None:
+        self._check_open()
+        entry = self._live(key)
+        if entry is None or entry.expires_at is None:
+            return None
+        return entry.expires_at - self._now()
+
+    async def claim(self, key: str, value: str, ttl: float) -> bool:
+        self._check_open()
+        check_ttl(ttl)
+        if self._live(key) is not None:
+            return False
+        self._values[key] = _Value(value, self._now() + ttl)
+        self._wrote()
+        return True
+
+    async def release(self, key: str, expected: str) -> bool:
+        self._check_open()
+        entry = self._live(key)
+        if entry is None or entry.value != expected:
+            return False
+        del self._values[key]
+        return True
+
+    async def pop(self, key: str) -> str | None:
+        self._check_open()
+        entry = self._live(key)
+        if entry is None:
+            return None
+        del self._values[key]
+        return entry.value
+
+    async def incr(self, key: str, window: float) -> tuple[int, float]:
+        self._check_open()
+        check_ttl(window, "window")
+        now = self._now()
+        entry = self._live(key)
+        if entry is None:
+            entry = self._values[key] = _Value("0", now + window)
+            self._wrote()
+        try:
+            count = int(entry.value) + 1
+        except ValueError:
+            raise ValueError(f"value of {key!r} is not a counter") from None
+        entry.value = str(count)
+        if entry.expires_at is None:  # a plain value turned counter: give it a window
+            entry.expires_at = now + window
+        return count, entry.expires_at - now
+
+    # -- sets with expiring members -------------------------------------------------------
+
+    async def set_add(self, key: str, member: str, ttl: float) -> None:
+        self._check_open()
+        check_ttl(ttl)
+        self._sets.setdefault(key, {})[member] = self._now() + ttl
+        self._wrote()
+
+    async def set_remove(self, key: str, member: str) -> bool:
+        self._check_open()
+        members = self._sets.get(key)
+        if members is None:
+            return False
+        expires = members.pop(member, None)
+        if not members:
+            del self._sets[key]
+        return expires is not None and expires > self._now()
+
+    async def set_members(self, key: str) -> builtins.set[str]:
+        self._check_open()
+        members = self._sets.get(key)
+        if members is None:
+            return set()
+        now = self._now()
+        for member in [m for m, expires in members.items() if expires <= now]:
+            del members[member]
+        if not members:
+            del self._sets[key]
+        return set(members)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        self._check_open()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._values.clear()
+        self._sets.clear()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise Unavailable("live state is closed")
+
+    def _now(self) -> float:
+        return self._clock.monotonic()
+
+    def _live(self, key: str) -> _Value | None:
+        entry = self._values.get(key)
+        if entry is not None and entry.expires_at is not None and entry.expires_at <= self._now():
+            del self._values[key]
+            return None
+        return entry
+
+    def _wrote(self) -> None:
+        self._writes_since_purge += 1
+        if self._writes_since_purge >= self._purge_after:
+            self._purge()
+
+    def _purge(self) -> None:
+        now = self._now()
+        expired = [
+            k for k, v in self._values.items() if v.expires_at is not None and v.expires_at <= now
+        ]
+        for key in expired:
+            del self._values[key]
+        live = len(self._values)
+        for key in list(self._sets):
+            members = self._sets[key]
+            for member in [m for m, expires in members.items() if expires <= now]:
+                del members[member]
+            if members:
+                live += len(members)
+            else:
+                del self._sets[key]
+        self._writes_since_purge = 0
+        self._purge_after = max(self.PURGE_MIN_WRITES, live)
+
+    def entry_count(self) -> int:
+        """Values plus set members held, expired or not (for tests and metrics)."""
+        return len(self._values) + sum(len(m) for m in self._sets.values())
+
+
+class QueuedSubscription:
+    """One handler on one channel, fed through its own bounded queue by its own task.
+
+    A slow handler only delays its own messages; when its queue is full, newer messages for it
+    are dropped and logged (delivery is at most once). A handler that raises is logged and the
+    next message is delivered as usual.
+    """
+
+    def __init__(
+        self,
+        channel: str,
+        handler: MessageHandler,
+        on_close: Callable[[QueuedSubscription], Awaitable[None]],
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+    ) -> None:
+        self._channel = channel
+        self._handler = handler
+        self._on_close = on_close
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._dropping = False
+
+    @property
+    def channel(self) -> str:
+        return self._channel
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def start(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(
+                self._deliver(), name=f"bus-subscription:{self._channel}"
+            )
+
+    def offer(self, message: str) -> None:
+        """Queue `message` for the handler without waiting; drop it when the queue is full."""
+        if self._closed:
+            return
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            if not self._dropping:
+                logger.warning(
+                    "handler on channel %s is behind by %d messages: dropping new ones",
+                    self._channel,
+                    self._queue.maxsize,
+                )
+            self._dropping = True
+        else:
+            self._dropping = False
+
+    async def close(self) -> None:
+        """Stop delivery. Idempotent; also safe to call from inside this subscription's handler."""
+        if self._closed:
+            return
+        self._closed = True
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        try:
+            await self._on_close(self)
+        finally:
+            if task is not None and task is not asyncio.current_task():
+                await cancel_and_wait(task)
+
+    async def _deliver(self) -> None:
+        while not self._closed:
+            message = await self._queue.get()
+            try:
+                await self._handler(message)
+            except Exception:
+                logger.exception("handler on channel %s raised", self._channel)
+
+
+class MemoryBus:
+    """Publish/subscribe between the tasks of this process."""
+
+    def __init__(self, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+        self._queue_size = queue_size
+        self._subscriptions: dict[str, list[QueuedSubscription]] = {}
+        self._closed = False
+
+    async def publish(self, channel: str, message: str) -> None:
+        if self._closed:
+            raise Unavailable("message bus is closed")
+        for subscription in self._subscriptions.get(channel, ()):
+            subscription.offer(message)
+
+    async def subscribe(self, channel: str, handler: MessageHandler) -> QueuedSubscription:
+        if self._closed:
+            raise Unavailable("message bus is closed")
+        subscription = QueuedSubscription(channel, handler, self._forget, self._queue_size)
+        subscription.start()
+        self._subscriptions.setdefault(channel, []).append(subscription)
+        return subscription
+
+    async def ping(self) -> None:
+        if self._closed:
+            raise Unavailable("message bus is closed")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        subscriptions = [s for subs in self._subscriptions.values() for s in subs]
+        for subscription in subscriptions:
+            await subscription.close()
+        self._subscriptions.clear()
+
+    async def _forget(self, subscription: QueuedSubscription) -> None:
+        subs = self._subscriptions.get(subscription.channel)
+        if subs is not None and subscription in subs:
+            subs.remove(subscription)
+            if not subs:
+                del self._subscriptions[subscription.channel]

@@ -1,0 +1,1024 @@
+"""The durable store on SQLAlchemy Core: one implementation for SQLite and PostgreSQL.
+
+Every statement is built with SQLAlchemy expressions (bound parameters, never formatted SQL).
+Each repository method runs in one transaction. Database errors are translated at one place,
+`_Db.tx`: unique violations become AlreadyExists, foreign-key violations NotFound (or
+FailedPrecondition on delete), check / not-null / data errors InvalidArgument, and connection
+failures Unavailable. Messages never contain SQL, parameters or credentials.
+"""
+
+from __future__ import annotations
+
+import builtins
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters.sql import schema as t
+from adapters.sql.engine import connection_error_reason, describe_location, is_connection_error
+from core.clock import Clock, utcnow
+from core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NapalmError,
+    NotFound,
+    Unavailable,
+)
+from core.ids import RoomId, UserId, is_uuid, new_id
+from core.store import (
+    MAX_LAST_SESSIONS,
+    USER_CHANGE_FIELDS,
+    AccountType,
+    BanRecord,
+    BanStatus,
+    CallSummary,
+    ChatHistoryEntry,
+    ChatMessage,
+    Cooldown,
+    Gender,
+    InviteCode,
+    InviteType,
+    NewUser,
+    PaidStatus,
+    ReferralNotification,
+    Report,
+    ReviewStatus,
+    Session,
+    User,
+    UserChanges,
+)
+
+_TOKEN_HASH = re.compile(r"^[0-9a-f]{64}$")
+_INVITE_CODE = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
+MAX_LIST_LIMIT = 1000
+
+_E = TypeVar("_E", bound=StrEnum)
+
+# SQLSTATEs (PostgreSQL) and extended result codes (SQLite) of integrity violations.
+_PG_UNIQUE, _PG_FOREIGN_KEY = "23505", "23503"
+_SQLITE_UNIQUE = {1555, 2067}  # SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
+_SQLITE_FOREIGN_KEY = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: the same answer on both backends (SQLite does not check lengths or UUIDs).
+
+
+def _id(value: str, what: str) -> str:
+    if not isinstance(value, str) or not is_uuid(value):
+        raise InvalidArgument(f"{what} is not a valid id")
+    return value
+
+
+def _opt_id(value: str | None, what: str) -> str | None:
+    return None if value is None else _id(value, what)
+
+
+def _time(value: datetime, what: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidArgument(f"{what} must be a timezone-aware datetime")
+    return value
+
+
+def _opt_time(value: datetime | None, what: str) -> datetime | None:
+    return None if value is None else _time(value, what)
+
+
+def _enum(cls: type[_E], value: Any, what: str) -> _E:
+    try:
+        return cls(value)
+    except ValueError:
+        raise InvalidArgument(f"{what} must be one of {', '.join(cls)}") from None
+
+
+def _count(value: int, what: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgument(f"{what} must be an integer >= {minimum}")
+    return value
+
+
+def _check_lengths(table: sa.Table, values: Mapping[str, Any]) -> None:
+    for key, value in values.items():
+        if isinstance(value, str):
+            length = getattr(table.c[key].type, "length", None)
+            if isinstance(length, int) and len(value) > length:
+                raise InvalidArgument(f"{key} is longer than {length} characters")
+
+
+def _limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
+        raise InvalidArgument(f"limit must be between 1 and {MAX_LIST_LIMIT}")
+    return limit
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows to records.
+
+
+def _user(row: RowMapping) -> User:
+    return User(
+        user_id=UserId(row["user_id"]),
+        name=row["name"],
+        gender=Gender(row["gender"]),
+        account_type=AccountType(row["account_type"]),
+        email=row["email"],
+        password_hash=row["password_hash"],
+        selfie_url=row["selfie_url"],
+        video_url=row["video_url"],
+        socials={str(k): str(v) for k, v in (row["socials"] or {}).items()},
+        timer_total_seconds=row["timer_total_seconds"],
+        session_count=row["session_count"],
+        last_sessions=tuple(CallSummary.from_json(s) for s in row["last_sessions"] or ()),
+        referral_code=row["referral_code"],
+        referred_by=_opt_user(row["referred_by"]),
+        introduced_to=_opt_user(row["introduced_to"]),
+        introduced_by=_opt_user(row["introduced_by"]),
+        paid_status=PaidStatus(row["paid_status"]),
+        paid_at=row["paid_at"],
+        invite_code_used=row["invite_code_used"],
+        my_invite_code=row["my_invite_code"],
+        invite_code_uses_remaining=row["invite_code_uses_remaining"],
+        ban_status=BanStatus(row["ban_status"]),
+        banned_at=row["banned_at"],
+        banned_reason=row["banned_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _opt_user(value: str | None) -> UserId | None:
+    return None if value is None else UserId(value)
+
+
+def _session(row: RowMapping) -> Session:
+    return Session(
+        token_hash=row["token_hash"],
+        user_id=UserId(row["user_id"]),
+        ip_address=row["ip_address"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+    )
+
+
+def _chat(row: RowMapping) -> ChatHistoryEntry:
+    return ChatHistoryEntry(
+        session_id=row["session_id"],
+        user_id=UserId(row["user_id"]),
+        partner_id=UserId(row["partner_id"]),
+        partner_name=row["partner_name"],
+        room_id=RoomId(row["room_id"]),
+        started_at=row["started_at"],
+        duration_seconds=row["duration"],
+        messages=tuple(ChatMessage.from_json(m) for m in row["messages"] or ()),
+        created_at=row["created_at"],
+    )
+
+
+def _cooldown(row: RowMapping) -> Cooldown:
+    return Cooldown(
+        user_id_1=UserId(row["user_id_1"]),
+        user_id_2=UserId(row["user_id_2"]),
+        expires_at=row["expires_at"],
+        created_at=row["created_at"],
+    )
+
+
+def _invite(row: RowMapping) -> InviteCode:
+    return InviteCode(
+        code=row["code"],
+        created_by=_opt_user(row["created_by"]),
+        created_by_name=row["created_by_name"],
+        created_at=row["created_at"],
+        type=InviteType(row["type"]),
+        max_uses=row["max_uses"],
+        uses_remaining=row["uses_remaining"],
+        used_by=tuple(UserId(str(u)) for u in row["used_by"] or ()),
+        is_active=bool(row["is_active"]),
+    )
+
+
+def _report(row: RowMapping) -> Report:
+    room = row["room_id"]
+    return Report(
+        report_id=row["report_id"],
+        reported_user_id=UserId(row["reported_user_id"]),
+        reporter_user_id=UserId(row["reporter_user_id"]),
+        reporter_ip=row["reporter_ip"],
+        reason=row["reason"],
+        room_id=None if room is None else RoomId(room),
+        reported_at=row["reported_at"],
+    )
+
+
+def _ban(row: RowMapping) -> BanRecord:
+    review = row["review_status"]
+    return BanRecord(
+        user_id=UserId(row["user_id"]),
+        ban_status=BanStatus(row["ban_status"]),
+        banned_at=row["banned_at"],
+        banned_reason=row["banned_reason"],
+        report_count=row["report_count"],
+        review_status=None if review is None else ReviewStatus(review),
+        reviewed_at=row["reviewed_at"],
+        reviewed_by=_opt_user(row["reviewed_by"]),
+        ip_addresses=tuple(str(ip) for ip in row["ip_addresses"] or ()),
+    )
+
+
+def _notification(row: RowMapping) -> ReferralNotification:
+    return ReferralNotification(
+        notification_id=row["id"],
+        for_user_id=UserId(row["for_user_id"]),
+        referred_user_id=UserId(row["referred_user_id"]),
+        referred_name=row["referred_name"],
+        introduced_by=UserId(row["introduced_by"]),
+        introduced_by_name=row["introduced_by_name"],
+        created_at=row["created_at"],
+        read=bool(row["read"]),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Transactions and error translation.
+
+
+def _violation(error: sa_exc.IntegrityError) -> str:
+    orig = error.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate == _PG_UNIQUE:
+        return "unique"
+    if sqlstate == _PG_FOREIGN_KEY:
+        return "foreign_key"
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code in _SQLITE_UNIQUE:
+        return "unique"
+    if code == _SQLITE_FOREIGN_KEY:
+        return "foreign_key"
+    return "other"
+
+
+class _Db:
+    """What every repository shares: the engine, the clock, and the translation of errors."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.closed = False
+        self.location = describe_location(engine.url.render_as_string(hide_password=True))
+
+    def now(self) -> datetime:
+        return utcnow(self.clock)
+
+    def unavailable(self, error: BaseException | None = None) -> Unavailable:
+        if error is None:
+            return Unavailable(f"store is closed ({self.location})")
+        return Unavailable(
+            f"database unavailable at {self.location}: {connection_error_reason(error)}"
+        )
+
+    @asynccontextmanager
+    async def tx(
+        self,
+        *,
+        conflict: str = "the record already exists",
+        missing: str = "a referenced record does not exist",
+        referenced: str | None = None,
+    ) -> AsyncIterator[AsyncConnection]:
+        """One transaction. `referenced`, when given, is the FailedPrecondition message for a
+        foreign-key violation (a delete of a row others refer to) instead of NotFound."""
+        if self.closed:
+            raise self.unavailable()
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except NapalmError:
+            raise
+        except sa_exc.IntegrityError as error:
+            kind = _violation(error)
+            if kind == "unique":
+                raise AlreadyExists(conflict) from error
+            if kind == "foreign_key":
+                if referenced is not None:
+                    raise FailedPrecondition(referenced) from error
+                raise NotFound(missing) from error
+            raise InvalidArgument("a value breaks a constraint of the store") from error
+        except sa_exc.DataError as error:
+            raise InvalidArgument("a value is not valid for the store") from error
+        except Exception as error:
+            if is_connection_error(error):
+                raise self.unavailable(error) from error
+            raise
+
+    def insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+        """An INSERT that supports on_conflict_do_update on this engine's dialect."""
+        if self.engine.dialect.name == "postgresql":
+            return postgresql.insert(table)
+        return sqlite.insert(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# Repositories.
+
+
+class SqlUserRepository:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def create(self, user: NewUser) -> User:
+        now = self._db.now()
+        values: dict[str, Any] = {
+            "user_id": _id(user.user_id, "user_id"),
+            "name": user.name,
+            "gender": _enum(Gender, user.gender, "gender").value,
+            "account_type": _enum(AccountType, user.account_type, "account_type").value,
+            "email": user.email,
+            "password_hash": user.password_hash,
+            "selfie_url": user.selfie_url,
+            "video_url": user.video_url,
+            "socials": dict(user.socials),
+            "timer_total_seconds": 0,
+            "session_count": 0,
+            "last_sessions": [],
+            "referral_code": user.referral_code,
+            "referred_by": _opt_id(user.referred_by, "referred_by"),
+            "introduced_to": _opt_id(user.introduced_to, "introduced_to"),
+            "introduced_by": _opt_id(user.introduced_by, "introduced_by"),
+            "paid_status": _enum(PaidStatus, user.paid_status, "paid_status").value,
+            "paid_at": _opt_time(user.paid_at, "paid_at"),
+            "invite_code_used": user.invite_code_used,
+            "my_invite_code": user.my_invite_code,
+            "invite_code_uses_remaining": _count(
+                user.invite_code_uses_remaining, "invite_code_uses_remaining"
+            ),
+            "ban_status": BanStatus.NONE.value,
+            "banned_at": None,
+            "banned_reason": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        _check_lengths(t.users, values)
+        async with self._db.tx(
+            conflict="a user with this email or id already exists",
+            missing="a referenced user does not exist",
+        ) as conn:
+            row = (await conn.execute(sa.insert(t.users).values(values).returning(t.users))).one()
+        return _user(row._mapping)
+
+    async def get(self, user_id: UserId) -> User | None:
+        if not is_uuid(user_id):
+            return None
+        async with self._db.tx() as conn:
+            row = (
+                await conn.execute(sa.select(t.users).where(t.users.c.user_id == user_id))
+            ).first()
+        return None if row is None else _user(row._mapping)
+
+    async def get_by_email(self, email: str) -> User | None:
+        async with self._db.tx() as conn:
+            row = (await conn.execute(sa.select(t.users).where(t.users.c.email == email))).first()
+        return None if row is None else _user(row._mapping)
+
+    async def update(self, user_id: UserId, changes: UserChanges) -> User:
+        unknown = set(changes) - USER_CHANGE_FIELDS
+        if unknown:
+            raise InvalidArgument(f"cannot change {', '.join(sorted(unknown))}")
+        if not is_uuid(user_id):
+            raise NotFound("user not found")
+        values: dict[str, Any] = dict(changes)
+        for key, cls in (
+            ("gender", Gender),
+            ("account_type", AccountType),
+            ("paid_status", PaidStatus),
+            ("ban_status", BanStatus),
+        ):
+            if key in values:
+                values[key] = _enum(cls, values[key], key).value
+        for key in ("referred_by", "introduced_to", "introduced_by"):
+            if key in values:
+                values[key] = _opt_id(values[key], key)
+        for key in ("paid_at", "banned_at"):
+            if key in values:
+                values[key] = _opt_time(values[key], key)
+        if "socials" in values:
+            values["socials"] = dict(values["socials"])
+        if "invite_code_uses_remaining" in values:
+            _count(values["invite_code_uses_remaining"], "invite_code_uses_remaining")
+        for key in ("name", "gender", "account_type", "socials", "paid_status", "ban_status"):
+            if key in values and values[key] is None:
+                raise InvalidArgument(f"{key} cannot be empty")
+        _check_lengths(t.users, values)
+        values["updated_at"] = self._db.now()
+        async with self._db.tx(
+            conflict="a user with this email already exists",
+            missing="a referenced user does not exist",
+        ) as conn:
+            row = (
+                await conn.execute(
+                    sa.update(t.users)
+                    .where(t.users.c.user_id == user_id)
+                    .values(values)
+                    .returning(t.users)
+                )
+            ).first()
+        if row is None:
+            raise NotFound("user not found")
+        return _user(row._mapping)
+
+    async def record_call(self, user_id: UserId, summary: CallSummary) -> User:
+        seconds = _count(summary.duration_seconds, "duration_seconds")
+        _time(summary.ended_at, "ended_at")
+        _id(summary.partner_id, "partner_id")
+        if not is_uuid(user_id):
+            raise NotFound("user not found")
+        now = self._db.now()
+        users = t.users
+        async with self._db.tx() as conn:
+            # The counters' UPDATE comes first: it takes the row lock (PostgreSQL) or the write
+            # lock (SQLite), so the read-modify-write of last_sessions below cannot race.
+            locked = (
+                await conn.execute(
+                    sa.update(users)
+                    .where(users.c.user_id == user_id)
+                    .values(
+                        timer_total_seconds=users.c.timer_total_seconds + seconds,
+                        session_count=users.c.session_count + 1,
+                        updated_at=now,
+                    )
+                    .returning(users.c.last_sessions)
+                )
+            ).first()
+            if locked is None:
+                raise NotFound("user not found")
+            previous = list(locked._mapping["last_sessions"] or [])
+            recent = [summary.to_json(), *previous][:MAX_LAST_SESSIONS]
+            row = (
+                await conn.execute(
+                    sa.update(users)
+                    .where(users.c.user_id == user_id)
+                    .values(last_sessions=recent)
+                    .returning(users)
+                )
+            ).one()
+        return _user(row._mapping)
+
+    async def delete(self, user_id: UserId) -> bool:
+        if not is_uuid(user_id):
+            return False
+        async with self._db.tx(referenced="the user still has records that refer to them") as conn:
+            result = await conn.execute(sa.delete(t.users).where(t.users.c.user_id == user_id))
+        return result.rowcount > 0
+
+
+class SqlSessionRepository:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        user_id: UserId,
+        token_hash: str,
+        ip_address: str | None,
+        expires_at: datetime,
+    ) -> Session:
+        if not isinstance(token_hash, str) or not _TOKEN_HASH.match(token_hash):
+            raise InvalidArgument("token_hash must be a hex SHA-256 digest")
+        values: dict[str, Any] = {
+            "token_hash": token_hash,
+            "user_id": _id(user_id, "user_id"),
+            "ip_address": ip_address,
+            "created_at": self._db.now(),
+            "expires_at": _time(expires_at, "expires_at"),
+        }
+        _check_lengths(t.sessions, values)
+        async with self._db.tx(
+            conflict="a session with this token already exists", missing="user not found"
+        ) as conn:
+            row = (
+                await conn.execute(sa.insert(t.sessions).values(values).returning(t.sessions))
+            ).one()
+        return _session(row._mapping)
+
+    async def get_by_token_hash(self, token_hash: str) -> Session | None:
+        if not isinstance(token_hash, str) or not _TOKEN_HASH.match(token_hash):
+            return None
+        s = t.sessions
+        async with self._db.tx() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(s).where(
+                        s.c.token_hash == token_hash, s.c.expires_at > self._db.now()
+                    )
+                )
+            ).first()
+        return None if row is None else _session(row._mapping)
+
+    async def delete(self, token_hash: str) -> bool:
+        async with self._db.tx() as conn:
+            result = await conn.execute(
+                sa.delete(t.sessions).where(t.sessions.c.token_hash == token_hash)
+            )
+        return result.rowcount > 0
+
+    async def delete_for_user(self, user_id: UserId) -> int:
+        if not is_uuid(user_id):
+            return 0
+        async with self._db.tx() as conn:
+            result = await conn.execute(
+                sa.delete(t.sessions).where(t.sessions.c.user_id == user_id)
+            )
+        return int(result.rowcount)
+
+    async def delete_expired(self) -> int:
+        async with self._db.tx() as conn:
+            result = await conn.execute(
+                sa.delete(t.sessions).where(t.sessions.c.expires_at <= self._db.now())
+            )
+        return int(result.rowcount)
+
+
+class SqlChatHistoryRepository:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(
+        self,
+        *,
+        session_id: str,
+        user_id: UserId,
+        partner_id: UserId,
+        partner_name: str | None,
+        room_id: RoomId,
+        started_at: datetime,
+        duration_seconds: int,
+        messages: Sequence[ChatMessage] = (),
+    ) -> ChatHistoryEntry:
+        if not session_id:
+            raise InvalidArgument("session_id cannot be empty")
+        for message in messages:
+            _time(message.sent_at, "sent_at")
+        values: dict[str, Any] = {
+            "session_id": session_id,
+            "user_id": _id(user_id, "user_id"),
+            "partner_id": _id(partner_id, "partner_id"),
+            "partner_name": partner_name,
+            "room_id": _id(room_id, "room_id"),
+            "started_at": _time(started_at, "started_at"),
+            "duration": _count(duration_seconds, "duration_seconds"),
+            "messages": [m.to_json() for m in messages],
+            "created_at": self._db.now(),
+        }
+        _check_lengths(t.chat_history, values)
+        async with self._db.tx(
+            conflict="a chat history entry with this session_id already exists",
+            missing="user not found",
+        ) as conn:
+            row = (
+                await conn.execute(
+                    sa.insert(t.chat_history).values(values).returning(t.chat_history)
+                )
+            ).one()
+        return _chat(row._mapping)
+
+    async def list_for_user(self, user_id: UserId, limit: int = 50) -> list[ChatHistoryEntry]:
+        _limit(limit)
+        if not is_uuid(user_id):
+            return []
+        c = t.chat_history.c
+        async with self._db.tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.chat_history)
+                    .where(c.user_id == user_id)
+                    .order_by(c.started_at.desc(), c.session_id.desc())
+                    .limit(limit)
+                )
+            ).all()
+        return [_chat(row._mapping) for row in rows]
+
+
+def _pair(a: UserId, b: UserId) -> tuple[str, str]:
+    """The pair in storage order. Ids are canonical lowercase UUIDs, so string order is the
+    order of PostgreSQL's uuid type and of SQLite's hex text alike."""
+    first, second = sorted((a, b))
+    return first, second
+
+
+class SqlCooldownRepository:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def set(self, a: UserId, b: UserId, expires_at: datetime) -> Cooldown:
+        _id(a, "user id")
+        _id(b, "user id")
+        if a == b:
+            raise InvalidArgument("a cooldown needs two different users")
+        first, second = _pair(a, b)
+        values: dict[str, Any] = {
+            "user_id_1": first,
+            "user_id_2": second,
+            "expires_at": _time(expires_at, "expires_at"),
+            "created_at": self._db.now(),
+        }
+        stmt = self._db.insert(t.cooldowns).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.cooldowns.c.user_id_1, t.cooldowns.c.user_id_2],
+            set_={"expires_at": stmt.excluded.expires_at, "created_at": stmt.excluded.created_at},
+        )
+        async with self._db.tx(missing="user not found") as conn:
+            row = (await conn.execute(stmt.returning(t.cooldowns))).one()
+        return _cooldown(row._mapping)
+
+    async def active_until(self, a: UserId, b: UserId) -> datetime | None:
+        if not is_uuid(a) or not is_uuid(b) or a == b:
+            return None
+        first, second = _pair(a, b)
+        c = t.cooldowns.c
+        async with self._db.tx() as conn:
+            value = (
+                await conn.execute(
+                    sa.select(c.expires_at).where(
+                        c.user_id_1 == first,
+                        c.user_id_2 == second,
+                        c.expires_at > self._db.now(),
+                    )
+                )
+            ).scalar_one_or_none()
+        return value
+
+    async def active_partners(self, user_id: UserId) -> builtins.set[UserId]:
+        if not is_uuid(user_id):
+            return set()
+        c = t.cooldowns.c
+        now = self._db.now()
+        query = sa.union(
+            sa.select(c.user_id_2.label("partner")).where(
+                c.user_id_1 == user_id, c.expires_at > now
+            ),
+            sa.select(c.user_id_1.label("partner")).where(
+                c.user_id_2 == user_id, c.expires_at > now
+            ),
+        )
+        async with self._db.tx() as conn:
+            partners = (await conn.execute(query)).scalars().all()
+        return {UserId(str(p)) for p in partners}
+
+    async def delete_expired(self) -> int:
+        async with self._db.tx() as conn:
+            result = await conn.execute(
+                sa.delete(t.cooldowns).where(t.cooldowns.c.expires_at <= self._db.now())
+            )
+        return int(result.rowcount)
+
+
+class SqlInviteCodeRepository:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        *,
+        code: str,
+        type: InviteType,
+        max_uses: int,
+        created_by: UserId | None = None,
+        created_by_name: str | None = None,
+    ) -> InviteCode:
+        if not isinstance(code, str) or not _INVITE_CODE.match(code):
+            raise InvalidArgument("an invite code is 1-20 letters, digits, '-' or '_'")
+        uses = _count(max_uses, "max_uses", minimum=1)
+        values: dict[str, Any] = {
+            "code": code,
+            "created_by": _opt_id(created_by, "created_by"),
+            "created_by_name": created_by_name,
+            "created_at": self._db.now(),
+            "type": _enum(InviteType, type, "type").value,
+            "max_uses": uses,
+            "uses_remaining": uses,
+            "used_by": [],
+            "is_active": True,
+        }
+        _check_lengths(t.invite_codes, values)
+        async with self._db.tx(
+            conflict="this invite code already exists", missing="user not found"
+        ) as conn:
+            row = (
+                await conn.execute(
+                    sa.insert(t.invite_codes).values(values).returning(t.invite_codes)
+                )
+            ).one()
+        return _invite(row._mapping)
+
+    async def get(self, code: str) -> InviteCode | None:
+        async with self._db.tx() as conn:
+            row = (
+                await conn.execute(sa.select(t.invite_codes).where(t.invite_codes.c.code == code))
+            ).first()
+        return None if row is None else _invite(row._mapping)
+
+    async def redeem(self, code: str, user_id: UserId) -> InviteCode:
+        _id(user_id, "user_id")
+        c = t.invite_codes.c
+        async with self._db.tx() as conn:
+            # One conditional UPDATE decides who gets a use; it also locks the row (or, on
+            # SQLite, the database) for the rest of this transaction.
+            taken = (
+                await conn.execute(
+                    sa.update(t.invite_codes)
+                    .where(c.code == code, c.uses_remaining > 0, c.is_active.is_(True))
+                    .values(uses_remaining=c.uses_remaining - 1)
+                    .returning(c.used_by)
+                )
+            ).first()
+            if taken is None:
+                current = (await conn.execute(sa.select(c.is_active).where(c.code == code))).first()
+                if current is None:
+                    raise NotFound("invite code not found")
+                if not current._mapping["is_active"]:
+                    raise FailedPrecondition("this invite code is no longer active")
+                raise FailedPrecondition("this invite code has no uses left")
+            used_by = [str(u) for u in taken._mapping["used_by"] or ()]
+            if user_id in used_by:
+                raise FailedPrecondition("this invite code was already redeemed by this user")
+            exists = (
+                await conn.execute(sa.select(t.users.c.user_id).where(t.users.c.user_id == user_id))
+            ).first()
+            if exists is None:
+                raise NotFound("user not found")
+            row = (
+                await conn.execute(
+                    sa.update(t.invite_codes)
+                    .where(c.code == code)
+                    .values(used_by=[*used_by, user_id])
+                    .returning(t.invite_codes)
+                )
+            ).one()
+        return _invite(row._mapping)
+
+    async def deactivate(self, code: str) -> InviteCode:
+        async with self._db.tx() as conn:
+            row = (
+                await conn.execute(
+                    sa.update(t.invite_codes)
+                    .where(t.invite_codes.c.code == code)
+                    .values(is_active=False)
+                    .returning(t.invite_codes)
+                )
+            ).first()
+        if row is None:
+            raise NotFound("invite code not found")
+        return _invite(row._mapping)
+
+
+class SqlReportRepository:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(
+        self,
+        *,
+        reported_user_id: UserId,
+        reporter_user_id: UserId,
+        reporter_ip: str | None = None,
+        reason: str | None = None,
+        room_id: RoomId | None = None,
+    ) -> Report:
+        if reported_user_id == reporter_user_id:
+            raise InvalidArgument("a user cannot report themselves")
+        values: dict[str, Any] = {
+            "report_id": new_id(),
+            "reported_user_id": _id(reported_user_id, "reported_user_id"),
+            "reporter_user_id": _id(reporter_user_id, "reporter_user_id"),
+            "reporter_ip": reporter_ip,
+            "reason": reason,
+            "room_id": _opt_id(room_id, "room_id"),
+            "reported_at": self._db.now(),
+        }
+        _check_lengths(t.reports, values)
+        async with self._db.tx(missing="user not found") as conn:
+            row = (
+                await conn.execute(sa.insert(t.reports).values(values).returning(t.reports))
+            ).one()
+        return _report(row._mapping)
+
+    async def count_for_user(self, user_id: UserId) -> int:
+        if not is_uuid(user_id):
+            return 0
+        c = t.reports.c
+        async with self._db.tx() as conn:
+            count = (
+                await conn.execute(
+                    sa.select(sa.func.count(sa.distinct(c.reporter_user_id))).where(
+                        c.reported_user_id == user_id
+                    )
+                )
+            ).scalar_one()
+        return int(count)
+
+    async def list_for_user(self, user_id: UserId) -> list[Report]:
+        if not is_uuid(user_id):
+            return []
+        c = t.reports.c
+        async with self._db.tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.reports)
+                    .where(c.reported_user_id == user_id)
+                    .order_by(c.reported_at.desc(), c.report_id)
+                )
+            ).all()
+        return [_report(row._mapping) for row in rows]
+
+
+class SqlBanRepository:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def put(self, record: BanRecord) -> BanRecord:
+        review = record.review_status
+        values: dict[str, Any] = {
+            "user_id": _id(record.user_id, "user_id"),
+            "ban_status": _enum(BanStatus, record.ban_status, "ban_status").value,
+            "banned_at": _time(record.banned_at, "banned_at"),
+            "banned_reason": record.banned_reason,
+            "report_count": _count(record.report_count, "report_count"),
+            "review_status": None
+            if review is None
+            else _enum(ReviewStatus, review, "review_status").value,
+            "reviewed_at": _opt_time(record.reviewed_at, "reviewed_at"),
+            "reviewed_by": _opt_id(record.reviewed_by, "reviewed_by"),
+            "ip_addresses": [str(ip) for ip in record.ip_addresses],
+        }
+        _check_lengths(t.ban_records, values)
+        stmt = self._db.insert(t.ban_records).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[t.ban_records.c.user_id],
+            set_={key: stmt.excluded[key] for key in values if key != "user_id"},
+        )
+        async with self._db.tx(missing="user not found") as conn:
+            row = (await conn.execute(stmt.returning(t.ban_records))).one()
+        return _ban(row._mapping)
+
+    async def get(self, user_id: UserId) -> BanRecord | None:
+        if not is_uuid(user_id):
+            return None
+        async with self._db.tx() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.ban_records).where(t.ban_records.c.user_id == user_id)
+                )
+            ).first()
+        return None if row is None else _ban(row._mapping)
+
+    async def set_review(
+        self, user_id: UserId, review_status: ReviewStatus, reviewed_by: UserId | None
+    ) -> BanRecord:
+        status = _enum(ReviewStatus, review_status, "review_status").value
+        reviewer = _opt_id(reviewed_by, "reviewed_by")
+        if not is_uuid(user_id):
+            raise NotFound("no ban record for this user")
+        async with self._db.tx(missing="reviewer not found") as conn:
+            row = (
+                await conn.execute(
+                    sa.update(t.ban_records)
+                    .where(t.ban_records.c.user_id == user_id)
+                    .values(review_status=status, reviewed_at=self._db.now(), reviewed_by=reviewer)
+                    .returning(t.ban_records)
+                )
+            ).first()
+        if row is None:
+            raise NotFound("no ban record for this user")
+        return _ban(row._mapping)
+
+
+class SqlReferralNotificationRepository:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def add(
+        self,
+        *,
+        for_user_id: UserId,
+        referred_user_id: UserId,
+        introduced_by: UserId,
+        referred_name: str | None = None,
+        introduced_by_name: str | None = None,
+    ) -> ReferralNotification:
+        values: dict[str, Any] = {
+            "id": new_id(),
+            "for_user_id": _id(for_user_id, "for_user_id"),
+            "referred_user_id": _id(referred_user_id, "referred_user_id"),
+            "referred_name": referred_name,
+            "introduced_by": _id(introduced_by, "introduced_by"),
+            "introduced_by_name": introduced_by_name,
+            "created_at": self._db.now(),
+            "read": False,
+        }
+        _check_lengths(t.referral_notifications, values)
+        async with self._db.tx(missing="user not found") as conn:
+            row = (
+                await conn.execute(
+                    sa.insert(t.referral_notifications)
+                    .values(values)
+                    .returning(t.referral_notifications)
+                )
+            ).one()
+        return _notification(row._mapping)
+
+    async def list_for_user(
+        self, user_id: UserId, *, unread_only: bool = False
+    ) -> list[ReferralNotification]:
+        if not is_uuid(user_id):
+            return []
+        c = t.referral_notifications.c
+        query = sa.select(t.referral_notifications).where(c.for_user_id == user_id)
+        if unread_only:
+            query = query.where(c.read.is_(False))
+        async with self._db.tx() as conn:
+            rows = (await conn.execute(query.order_by(c.created_at.desc(), c.id))).all()
+        return [_notification(row._mapping) for row in rows]
+
+    async def mark_read(self, user_id: UserId, notification_id: str | None = None) -> int:
+        if not is_uuid(user_id) or (notification_id is not None and not is_uuid(notification_id)):
+            return 0
+        c = t.referral_notifications.c
+        stmt = (
+            sa.update(t.referral_notifications)
+            .where(c.for_user_id == user_id, c.read.is_(False))
+            .values(read=True)
+        )
+        if notification_id is not None:
+            stmt = stmt.where(c.id == notification_id)
+        async with self._db.tx() as conn:
+            result = await conn.execute(stmt)
+        return int(result.rowcount)
+
+
+class SqlStore:
+    """core.store.Store on an AsyncEngine. The store owns the engine: close() disposes it."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock) -> None:
+        self._db = _Db(engine, clock)
+        self._users = SqlUserRepository(self._db)
+        self._sessions = SqlSessionRepository(self._db)
+        self._chat_history = SqlChatHistoryRepository(self._db)
+        self._cooldowns = SqlCooldownRepository(self._db)
+        self._invite_codes = SqlInviteCodeRepository(self._db)
+        self._reports = SqlReportRepository(self._db)
+        self._bans = SqlBanRepository(self._db)
+        self._referral_notifications = SqlReferralNotificationRepository(self._db)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._db.engine
+
+    @property
+    def users(self) -> SqlUserRepository:
+        return self._users
+
+    @property
+    def sessions(self) -> SqlSessionRepository:
+        return self._sessions
+
+    @property
+    def chat_history(self) -> SqlChatHistoryRepository:
+        return self._chat_history
+
+    @property
+    def cooldowns(self) -> SqlCooldownRepository:
+        return self._cooldowns
+
+    @property
+    def invite_codes(self) -> SqlInviteCodeRepository:
+        return self._invite_codes
+
+    @property
+    def reports(self) -> SqlReportRepository:
+        return self._reports
+
+    @property
+    def bans(self) -> SqlBanRepository:
+        return self._bans
+
+    @property
+    def referral_notifications(self) -> SqlReferralNotificationRepository:
+        return self._referral_notifications
+
+    async def ping(self) -> None:
+        async with self._db.tx() as conn:
+            await conn.execute(sa.select(sa.literal(1)))
+
+    async def close(self) -> None:
+        if self._db.closed:
+            return
+        self._db.closed = True
+        await self._db.engine.dispose()

@@ -1,0 +1,319 @@
+"""Typed settings, read from environment variables by the composition root.
+
+Every setting is declared once in SETTINGS (variable name, parser, default, help), so the parser,
+`napalmsky config` and the README's table cannot drift apart. An invalid value raises
+SettingsError naming the variable; nothing starts with a half-understood configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+
+class SettingsError(ValueError):
+    """A setting has a value the service cannot use. The message names the variable."""
+
+
+class Role(StrEnum):
+    API = "api"
+    SIGNALING = "signaling"
+    SFU = "sfu"
+    WORKER = "worker"
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+ALL_ROLES: frozenset[Role] = frozenset(Role)
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    roles: frozenset[Role]
+    data_dir: Path
+    database_url: str
+    redis_url: str | None
+    redis_prefix: str
+    node_id: str
+    region: str
+    public_url: str
+    secret_key: str | None
+    blob_dir: Path
+    blob_url_ttl: int
+    s3_bucket: str | None
+    s3_region: str | None
+    s3_endpoint_url: str | None
+    s3_access_key_id: str | None
+    s3_secret_access_key: str | None
+    s3_prefix: str
+    log_format: LogFormat
+    log_level: str
+    ready_timeout: float
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+# ---- parsers: each takes the raw text and returns the value or raises ValueError(reason) ----
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _port(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("expected an integer between 1 and 65535") from None
+    if not 1 <= value <= 65535:
+        raise ValueError("expected an integer between 1 and 65535")
+    return value
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("expected a positive integer") from None
+    if value <= 0:
+        raise ValueError("expected a positive integer")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a positive number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("expected a positive number of seconds")
+    return value
+
+
+def parse_roles(raw: str) -> frozenset[Role]:
+    parts = [p.strip().lower() for p in raw.split(",") if p.strip()]
+    if not parts:
+        raise ValueError("expected a comma-separated list of roles")
+    if parts == ["all"]:
+        return ALL_ROLES
+    roles: set[Role] = set()
+    for part in parts:
+        try:
+            roles.add(Role(part))
+        except ValueError:
+            allowed = ", ".join(r.value for r in Role)
+            raise ValueError(f"unknown role {part!r} (allowed: all, {allowed})") from None
+    return frozenset(roles)
+
+
+def _name(raw: str) -> str:
+    if not _NAME.match(raw):
+        raise ValueError("expected 1-63 letters, digits, '.', '_' or '-'")
+    return raw
+
+
+def _database_url(raw: str) -> str:
+    scheme = raw.split(":", 1)[0].lower()
+    if scheme.split("+", 1)[0] not in ("sqlite", "postgresql", "postgres"):
+        raise ValueError("expected a sqlite:/// or postgresql:// URL")
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
+        raise ValueError("expected a redis://host:port/db URL")
+    return raw
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < 32:
+        raise ValueError("expected at least 32 characters")
+    return raw
+
+
+def _log_format(raw: str) -> LogFormat:
+    try:
+        return LogFormat(raw.lower())
+    except ValueError:
+        raise ValueError("expected 'text' or 'json'") from None
+
+
+def _log_level(raw: str) -> str:
+    if raw.lower() not in _LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(_LOG_LEVELS)}")
+    return raw.lower()
+
+
+def _prefix(raw: str) -> str:
+    if not re.match(r"^[A-Za-z0-9:._/-]*$", raw):
+        raise ValueError("expected letters, digits and ':._/-'")
+    return raw
+
+
+@dataclass(frozen=True)
+class Setting:
+    field: str
+    env: str
+    parse: Callable[[str], Any]
+    default: str | None
+    help: str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "NAPALMSKY_HOST", _text, "127.0.0.1", "Address the HTTP server binds."),
+    Setting("port", "NAPALMSKY_PORT", _port, "8080", "TCP port of the HTTP server."),
+    Setting("roles", "NAPALMSKY_ROLES", parse_roles, "all",
+            "Roles this node runs: `all` or a comma list of api, signaling, sfu, worker."),
+    Setting("data_dir", "NAPALMSKY_DATA_DIR", Path, "./data",
+            "Directory for the embedded SQLite file, local blobs and the generated secret key."),
+    Setting("database_url", "DATABASE_URL", _database_url, None,
+            "Durable store. Default: SQLite file `<data dir>/napalmsky.db`. "
+            "Production: `postgresql://user:pass@host:5432/db` (asyncpg).", secret=True),
+    Setting("redis_url", "REDIS_URL", _redis_url, None,
+            "Live state and bus. Unset: in-process (single node). Set: Redis, for many nodes.",
+            secret=True),
+    Setting("redis_prefix", "NAPALMSKY_REDIS_PREFIX", _prefix, "napalmsky:",
+            "Prefix of every Redis key and channel (lets deployments share one Redis)."),
+    Setting("node_id", "NAPALMSKY_NODE_ID", _name, None,
+            "This node's id in the node registry. Default: `<hostname>-<port>`."),
+    Setting("region", "NAPALMSKY_REGION", _name, "local",
+            "Region this node serves (rooms are placed on SFU nodes of the callers' region)."),
+    Setting("public_url", "NAPALMSKY_PUBLIC_URL", _http_url, None,
+            "Base URL clients reach this node at (signed blob URLs). Default: `http://<host>:<port>`."),
+    Setting("secret_key", "NAPALMSKY_SECRET_KEY", _secret, None,
+            "HMAC key (32+ chars) for signed URLs. Default: generated once into "
+            "`<data dir>/secret_key`. Nodes that share blobs must share it.", secret=True),
+    Setting("blob_dir", "NAPALMSKY_BLOB_DIR", Path, None,
+            "Local blob directory when no S3 bucket is set. Default: `<data dir>/blobs`."),
+    Setting("blob_url_ttl", "NAPALMSKY_BLOB_URL_TTL", _positive_int, "3600",
+            "Seconds a signed media URL stays valid."),
+    Setting("s3_bucket", "NAPALMSKY_S3_BUCKET", _text, None,
+            "Store blobs in this S3 bucket (presigned URLs) instead of the local directory."),
+    Setting("s3_region", "NAPALMSKY_S3_REGION", _text, None, "Region of the S3 bucket."),
+    Setting("s3_endpoint_url", "NAPALMSKY_S3_ENDPOINT_URL", _http_url, None,
+            "S3-compatible endpoint (MinIO, R2, ...). Default: AWS."),
+    Setting("s3_access_key_id", "NAPALMSKY_S3_ACCESS_KEY_ID", _text, None,
+            "S3 access key. Default: boto3's credential chain (AWS_* variables, instance role).",
+            secret=True),
+    Setting("s3_secret_access_key", "NAPALMSKY_S3_SECRET_ACCESS_KEY", _text, None,
+            "S3 secret key. Default: boto3's credential chain.", secret=True),
+    Setting("s3_prefix", "NAPALMSKY_S3_PREFIX", _prefix, "",
+            "Prefix of every object key in the bucket."),
+    Setting("log_format", "NAPALMSKY_LOG_FORMAT", _log_format, "text",
+            "`text` (readable lines) or `json` (one object per line)."),
+    Setting("log_level", "NAPALMSKY_LOG_LEVEL", _log_level, "info",
+            "debug, info, warning or error."),
+    Setting("ready_timeout", "NAPALMSKY_READY_TIMEOUT", _positive_float, "2",
+            "Seconds `/ready` waits for each backing service before reporting it down."),
+)
+
+_BY_FIELD = {s.field: s for s in SETTINGS}
+assert set(_BY_FIELD) == {f.name for f in fields(Settings)}, "SETTINGS and Settings disagree"
+
+
+def known_variables() -> frozenset[str]:
+    return frozenset(s.env for s in SETTINGS)
+
+
+def load_settings(env: Mapping[str, str], *, hostname: str = "localhost") -> Settings:
+    """Parse settings from `env`. Empty values count as unset."""
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw = env.get(setting.env, "")
+        if raw == "":
+            if setting.default is None:
+                values[setting.field] = None
+                continue
+            raw = setting.default
+        try:
+            values[setting.field] = setting.parse(raw)
+        except ValueError as exc:
+            shown = "(secret)" if setting.secret else repr(raw)
+            raise SettingsError(f"{setting.env}: {exc}, got {shown}") from None
+    data_dir: Path = values["data_dir"]
+    if values["database_url"] is None:
+        values["database_url"] = f"sqlite+aiosqlite:///{(data_dir / 'napalmsky.db').as_posix()}"
+    if values["blob_dir"] is None:
+        values["blob_dir"] = data_dir / "blobs"
+    if values["node_id"] is None:
+        values["node_id"] = _name_or_default(f"{hostname}-{values['port']}")
+    if values["public_url"] is None:
+        host = values["host"]
+        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+        if ":" in shown_host:
+            shown_host = f"[{shown_host}]"
+        values["public_url"] = f"http://{shown_host}:{values['port']}"
+    if (values["s3_access_key_id"] is None) != (values["s3_secret_access_key"] is None):
+        raise SettingsError(
+            "NAPALMSKY_S3_ACCESS_KEY_ID and NAPALMSKY_S3_SECRET_ACCESS_KEY: set both or neither"
+        )
+    return Settings(**values)
+
+
+def _name_or_default(candidate: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", candidate)[:63].lstrip("._-")
+    return cleaned or "node"
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """NAPALMSKY_* variables that no setting reads (probably typos)."""
+    known = known_variables() | {"NAPALMSKY_ENV_FILE"}
+    return sorted(k for k in env if k.startswith("NAPALMSKY_") and k not in known
+                  and not k.startswith("NAPALMSKY_TEST_"))
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ****."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    host = netloc[1] if len(netloc) == 2 else netloc[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
+
+
+def describe(settings: Settings) -> list[tuple[str, str]]:
+    """(variable, effective value) pairs with secrets masked, for `napalmsky config`."""
+    rows: list[tuple[str, str]] = []
+    for setting in SETTINGS:
+        value = getattr(settings, setting.field)
+        if value is None:
+            shown = "(unset)"
+        elif value == "":
+            shown = "(empty)"
+        elif setting.field == "roles":
+            shown = ",".join(sorted(r.value for r in value))
+        elif setting.field in ("database_url", "redis_url"):
+            shown = mask_url(str(value))
+        elif setting.secret:
+            shown = "****"
+        else:
+            shown = str(value)
+        rows.append((setting.env, shown))
+    return rows

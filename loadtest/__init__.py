@@ -1,0 +1,1 @@
+"""Bot clients, scenarios and reports for load tests (to come)."""

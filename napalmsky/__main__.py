@@ -1,0 +1,5 @@
+import sys
+
+from napalmsky.cli import main
+
+sys.exit(main())

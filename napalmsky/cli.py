@@ -1,0 +1,194 @@
+"""The `napalmsky` command: serve, migrate, config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from core.errors import NapalmError
+from core.settings import Settings, SettingsError, describe, load_settings, unknown_variables
+
+log = logging.getLogger("napalmsky")
+
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 1
+
+
+def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment over an optional `.env` file (NAPALMSKY_ENV_FILE or ./.env)."""
+    environ = dict(os.environ if environ is None else environ)
+    env_file = Path(environ.get("NAPALMSKY_ENV_FILE", ".env"))
+    merged: dict[str, str] = {}
+    if env_file.is_file():
+        merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    merged.update(environ)
+    return merged
+
+
+def _settings(env: Mapping[str, str], overrides: Mapping[str, str | None]) -> Settings:
+    merged = dict(env)
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return load_settings(merged, hostname=socket.gethostname())
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"napalmsky: error: {message}", file=sys.stderr)
+    return code
+
+
+def prepare_database(settings: Settings) -> None:
+    """Bring the embedded database to the current schema; refuse to run on an old external one.
+
+    Runs before the event loop starts: Alembic's env.py runs its own loop.
+    """
+    from adapters.sql.migrate import current_revision, head_revision, upgrade
+
+    if settings.is_sqlite:
+        upgrade(settings.database_url)
+        return
+    current, head = current_revision(settings.database_url), head_revision()
+    if current != head:
+        raise SettingsError(
+            f"DATABASE_URL: the schema is at revision {current or 'none'}, this version needs "
+            f"{head}: run `napalmsky migrate` first"
+        )
+
+
+async def _serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from napalmsky.composition import SERVICES, build_app
+
+    app = build_app(settings)
+    runner = web.AppRunner(app, access_log=logging.getLogger("napalmsky.access"))
+    await runner.setup()
+    try:
+        await app[SERVICES].store.ping()
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info("listening on http://%s:%d", settings.host, settings.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+
+
+def _run(coro_settings: Settings) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is installed where the platform has it
+        asyncio.run(_serve(coro_settings))
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_serve(coro_settings))
+
+
+def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from napalmsky.logs import configure_logging
+
+    settings = _settings(
+        env,
+        {
+            "NAPALMSKY_HOST": args.host,
+            "NAPALMSKY_PORT": None if args.port is None else str(args.port),
+            "NAPALMSKY_ROLES": args.roles,
+        },
+    )
+    configure_logging(settings.log_format, settings.log_level)
+    for name in unknown_variables(env):
+        log.warning("ignoring unknown setting %s (a typo?)", name)
+    prepare_database(settings)
+    _run(settings)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from adapters.sql.migrate import current_revision, downgrade, upgrade
+    from core.settings import mask_url
+
+    settings = _settings(env, {})
+    target = args.revision
+    if args.downgrade:
+        downgrade(settings.database_url, target)
+    else:
+        upgrade(settings.database_url, target)
+    revision = current_revision(settings.database_url)
+    print(f"{mask_url(settings.database_url)}: at revision {revision or 'none'}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from napalmsky.composition import describe_mode
+
+    settings = _settings(env, {})
+    rows = describe(settings)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+    print(f"{'mode'.ljust(width)}  {describe_mode(settings)}")
+    for name in unknown_variables(env):
+        print(f"warning: unknown setting {name} is ignored", file=sys.stderr)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="napalmsky",
+        description="Napalm Sky: backend and WebRTC media server for timed one-to-one calls. "
+        "Settings come from NAPALMSKY_* variables, DATABASE_URL, REDIS_URL and ./.env.",
+    )
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run a node", description="Run a node: HTTP server and "
+                           "the chosen roles. On the embedded SQLite default the database is "
+                           "migrated first.")
+    serve.add_argument("--host", help="bind address (NAPALMSKY_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (NAPALMSKY_PORT, default 8080)")
+    serve.add_argument("--roles", help="all, or a comma list of api,signaling,sfu,worker "
+                       "(NAPALMSKY_ROLES, default all)")
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="apply database migrations",
+                             description="Bring DATABASE_URL's schema to a revision (default: "
+                             "the newest).")
+    migrate.add_argument("--revision", default="head", help="target revision (default head)")
+    migrate.add_argument("--downgrade", action="store_true",
+                         help="go down to --revision (use 'base' to drop everything)")
+    migrate.set_defaults(func=cmd_migrate)
+
+    config = sub.add_parser("config", help="print the effective settings (secrets masked)",
+                            description="Print every setting's effective value; secrets and "
+                            "URL passwords are masked.")
+    config.set_defaults(func=cmd_config)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    env = read_environment()
+    try:
+        result: int = args.func(args, env)
+        return result
+    except SettingsError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    except NapalmError as exc:
+        return _fail(exc.message, EXIT_UNAVAILABLE)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The composition root: the one place that reads settings and picks adapters.
+
+`build_app(settings)` returns the aiohttp application of a node; its services (store, live state,
+bus, blobs) open on start-up and close on clean-up through `cleanup_ctx`, so teardown runs only
+for what started.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from adapters.blobs import LocalBlobStore, S3BlobStore
+from adapters.live import MemoryBus, MemoryLiveState, RedisBus, RedisLiveState
+from adapters.sql import SqlStore, create_engine
+from api.blobs import blob_routes
+from api.health import Probe, health_routes
+from api.metrics import HttpMetrics, metrics_middleware, metrics_routes, new_registry
+from api.middleware import error_middleware, request_id_middleware
+from core import context
+from core.blobs import BlobStore
+from core.clock import Clock, SystemClock
+from core.live import Bus, LiveState
+from core.settings import Settings
+from core.store import Store
+from web import STATIC_DIR
+
+log = logging.getLogger(__name__)
+
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    store: Store
+    live: LiveState
+    bus: Bus
+    blobs: BlobStore
+    _closed: bool = field(default=False, repr=False)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for name, closer in (
+            ("bus", self.bus.close),
+            ("live state", self.live.close),
+            ("blobs", self.blobs.close),
+            ("store", self.store.close),
+        ):
+            try:
+                await closer()
+            except Exception:
+                log.exception("closing %s failed", name)
+
+
+SERVICES = web.AppKey("services", Services)
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+
+
+def describe_mode(settings: Settings) -> str:
+    """One line naming the adapters these settings choose."""
+    database = "sqlite" if settings.is_sqlite else "postgresql"
+    bus = "redis bus" if settings.redis_url else "in-process bus"
+    blobs = "s3 blobs" if settings.s3_bucket else "local blobs"
+    shape = "multi-node" if settings.redis_url else "single-node"
+    return f"{shape}: {database}, {bus}, {blobs}"
+
+
+def secret_key(settings: Settings) -> bytes:
+    """The HMAC key for signed URLs: from settings, else generated once into the data dir."""
+    if settings.secret_key is not None:
+        return settings.secret_key.encode()
+    path = settings.data_dir / SECRET_KEY_FILE
+    try:
+        return path.read_bytes().strip()
+    except FileNotFoundError:
+        pass
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process won the race: use its key
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+        f.flush()
+        os.fsync(f.fileno())
+    log.info("generated a secret key in %s", path)
+    return key
+
+
+def make_blob_store(settings: Settings, clock: Clock) -> BlobStore:
+    if settings.s3_bucket:
+        return S3BlobStore(
+            settings.s3_bucket,
+            region=settings.s3_region,
+            endpoint_url=settings.s3_endpoint_url,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key,
+            prefix=settings.s3_prefix,
+        )
+    return LocalBlobStore(Path(settings.blob_dir), settings.public_url, secret_key(settings), clock)
+
+
+async def open_services(settings: Settings, clock: Clock, blobs: BlobStore) -> Services:
+    store: Store = SqlStore(create_engine(settings.database_url), clock)
+    live: LiveState
+    bus: Bus
+    if settings.redis_url:
+        live = RedisLiveState(settings.redis_url, prefix=settings.redis_prefix, clock=clock)
+        bus = RedisBus(settings.redis_url, prefix=settings.redis_prefix)
+    else:
+        live = MemoryLiveState(clock)
+        bus = MemoryBus()
+    return Services(settings, clock, store, live, bus, blobs)
+
+
+def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    clock = clock or SystemClock()
+    blobs = make_blob_store(settings, clock)
+    registry = new_registry()
+    metrics = HttpMetrics(registry)
+    app = web.Application(
+        middlewares=[request_id_middleware, metrics_middleware(metrics), error_middleware]
+    )
+    app[SETTINGS] = settings
+    app[REGISTRY] = registry
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        context.node_id.set(settings.node_id)
+        log.info("mode %s; node %s in region %s; roles %s", describe_mode(settings),
+                 settings.node_id, settings.region, ",".join(sorted(settings.roles)))
+        services = await open_services(settings, clock, blobs)
+        app[SERVICES] = services
+        try:
+            yield
+        finally:
+            await services.close()
+
+    app.cleanup_ctx.append(services_ctx)
+
+    def probe(name: str) -> Probe:
+        async def check() -> None:
+            services = app[SERVICES]
+            if name == "database":
+                await services.store.ping()
+            elif name == "redis":
+                await services.live.ping()
+            else:
+                await services.blobs.ping()
+
+        return check
+
+    probes = {"database": probe("database")}
+    if settings.redis_url:
+        probes["redis"] = probe("redis")
+    if settings.s3_bucket:
+        probes["blobs"] = probe("blobs")
+    app.add_routes(health_routes(probes, settings.ready_timeout, metrics))
+    app.add_routes(metrics_routes(registry))
+    if isinstance(blobs, LocalBlobStore):
+        app.add_routes(blob_routes(blobs))
+    app.add_routes(_web_routes())
+    return app
+
+
+def _web_routes() -> list[web.AbstractRouteDef]:
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC_DIR / "index.html")
+
+    return [web.get("/", index), web.static("/static", STATIC_DIR)]

@@ -1,0 +1,1 @@
+"""Call recording (encoded passthrough mux), intro-video transcoding, selfies (to come)."""

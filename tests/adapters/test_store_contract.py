@@ -1,0 +1,742 @@
+"""One contract for the durable store (core.store.Store), run on SQLite and on PostgreSQL.
+
+Each database is migrated once per test session with the real migrations; every test starts
+from empty tables. "Now" is a FakeClock, so expiry is tested by moving the clock, not by waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from adapters.sql import SqlStore, create_engine, migrate
+from adapters.sql import schema as t
+from core.clock import FakeClock, utcnow
+from core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from core.ids import RoomId, UserId, new_id
+from core.store import (
+    MAX_LAST_SESSIONS,
+    AccountType,
+    BanRecord,
+    BanStatus,
+    CallSummary,
+    ChatMessage,
+    Gender,
+    InviteCode,
+    InviteType,
+    NewUser,
+    PaidStatus,
+    ReviewStatus,
+    Store,
+    User,
+    hash_session_token,
+)
+from tests.adapters.sql_fixtures import assert_aware_utc, count_rows, wipe
+from tests.services import PostgresDatabase, free_port
+
+HOUR = timedelta(hours=1)
+
+
+@dataclass
+class Backend:
+    name: str
+    store: SqlStore
+    clock: FakeClock
+
+    def now(self) -> datetime:
+        return utcnow(self.clock)
+
+
+@pytest.fixture(scope="session")
+def sqlite_store_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'contract.db'}"
+    migrate.upgrade(url)
+    yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_store_url(postgres_database: PostgresDatabase) -> Iterator[str]:
+    migrate.upgrade(postgres_database.url)
+    yield postgres_database.url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    # A sync fixture: migrations run their own event loop, so they must not be set up from
+    # inside an async fixture.
+    url: str = request.getfixturevalue(f"{request.param}_store_url")
+    return url
+
+
+@pytest.fixture
+async def backend(store_url: str, fake_clock: FakeClock) -> AsyncIterator[Backend]:
+    store = SqlStore(create_engine(store_url), fake_clock)
+    await wipe(store.engine)
+    try:
+        yield Backend(store.engine.dialect.name, store, fake_clock)
+    finally:
+        await store.close()
+
+
+async def make_user(
+    store: Store, name: str = "Ada", email: str | None = None, **extra: object
+) -> User:
+    return await store.users.create(
+        NewUser(
+            name=name,
+            gender=Gender.FEMALE,
+            account_type=AccountType.PERMANENT if email else AccountType.GUEST,
+            email=email,
+            **extra,  # type: ignore[arg-type]
+        )
+    )
+
+
+def summary(partner: User, seconds: int, ended_at: datetime, n: int = 0) -> CallSummary:
+    return CallSummary(
+        partner_id=partner.user_id,
+        partner_name=f"{partner.name} {n}",
+        room_id=RoomId(new_id()),
+        duration_seconds=seconds,
+        ended_at=ended_at,
+    )
+
+
+# --- users ---------------------------------------------------------------------------------
+
+
+async def test_user_round_trip(backend: Backend) -> None:
+    users = backend.store.users
+    referrer = await make_user(backend.store, "Grace", "grace@example.com")
+    paid_at = datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    created = await users.create(
+        NewUser(
+            name="Ada",
+            gender=Gender.NONBINARY,
+            account_type=AccountType.PERMANENT,
+            email="ada@example.com",
+            password_hash="$2b$12$hash",
+            selfie_url="https://cdn.example/selfie.jpg",
+            socials={"instagram": "@ada", "tiktok": "ada\u00e9\u2603"},
+            referral_code="ref-1",
+            referred_by=referrer.user_id,
+            paid_status=PaidStatus.PAID,
+            paid_at=paid_at,
+            my_invite_code="ADA123",
+            invite_code_uses_remaining=4,
+        )
+    )
+    fetched = await users.get(created.user_id)
+    assert fetched == created
+    assert fetched.socials == {"instagram": "@ada", "tiktok": "ada\u00e9\u2603"}
+    assert fetched.referred_by == referrer.user_id
+    assert fetched.paid_at == paid_at and fetched.paid_at.utcoffset() == timedelta(0)
+    assert (fetched.timer_total_seconds, fetched.session_count, fetched.last_sessions) == (
+        0,
+        0,
+        (),
+    )
+    assert fetched.ban_status is BanStatus.NONE
+    assert fetched.created_at == fetched.updated_at == backend.now()
+    assert_aware_utc(fetched)
+    assert await users.get_by_email("ada@example.com") == created
+    assert await users.get_by_email("nobody@example.com") is None
+
+
+async def test_unknown_or_malformed_ids_read_as_absent(backend: Backend) -> None:
+    s = backend.store
+    for bad in (UserId(new_id()), UserId("not-a-uuid"), UserId("")):
+        assert await s.users.get(bad) is None
+        assert await s.users.delete(bad) is False
+        assert await s.chat_history.list_for_user(bad) == []
+        assert await s.cooldowns.active_partners(bad) == set()
+        assert await s.reports.count_for_user(bad) == 0
+        assert await s.bans.get(bad) is None
+        assert await s.referral_notifications.list_for_user(bad) == []
+        with pytest.raises(NotFound):
+            await s.users.update(bad, {"name": "x"})
+
+
+async def test_duplicate_email_is_already_exists(backend: Backend) -> None:
+    await make_user(backend.store, "Ada", "ada@example.com")
+    with pytest.raises(AlreadyExists):
+        await make_user(backend.store, "Eve", "ada@example.com")
+    # guests have no email, and any number of them may exist
+    await make_user(backend.store, "Guest 1")
+    await make_user(backend.store, "Guest 2")
+    assert await count_rows(backend.store.engine, t.users) == 3
+
+
+async def test_duplicate_user_id_is_already_exists(backend: Backend) -> None:
+    ada = await make_user(backend.store)
+    with pytest.raises(AlreadyExists):
+        await make_user(backend.store, "Twin", user_id=ada.user_id)
+
+
+async def test_unknown_referrer_is_not_found(backend: Backend) -> None:
+    with pytest.raises(NotFound):
+        await make_user(backend.store, referred_by=UserId(new_id()))
+    assert await count_rows(backend.store.engine, t.users) == 0
+
+
+async def test_create_refuses_invalid_values_alike_on_every_backend(backend: Backend) -> None:
+    users = backend.store.users
+    with pytest.raises(InvalidArgument):
+        await make_user(backend.store, "x" * 256)  # VARCHAR(255): SQLite would not check it
+    with pytest.raises(InvalidArgument):
+        await users.create(
+            NewUser(name="A", gender="robot", account_type=AccountType.GUEST)  # type: ignore[arg-type]
+        )
+    with pytest.raises(InvalidArgument):
+        await make_user(backend.store, paid_at=datetime(2024, 1, 1))  # naive
+    with pytest.raises(InvalidArgument):
+        await make_user(backend.store, user_id=UserId("not-a-uuid"))
+    with pytest.raises(InvalidArgument):
+        await make_user(backend.store, invite_code_uses_remaining=-1)
+    assert await count_rows(backend.store.engine, t.users) == 0
+
+
+async def test_update_sets_fields_and_updated_at(backend: Backend) -> None:
+    users = backend.store.users
+    ada = await make_user(backend.store, "Ada", "ada@example.com")
+    backend.clock.advance(90)
+    banned_at = backend.now()
+    updated = await users.update(
+        ada.user_id,
+        {
+            "name": "Ada L.",
+            "socials": {"x": "@ada"},
+            "ban_status": BanStatus.TEMPORARY,
+            "banned_at": banned_at,
+            "banned_reason": "reports",
+            "email": None,
+        },
+    )
+    assert updated.name == "Ada L."
+    assert updated.socials == {"x": "@ada"}
+    assert updated.ban_status is BanStatus.TEMPORARY
+    assert updated.banned_at == banned_at
+    assert updated.email is None
+    assert updated.created_at == ada.created_at
+    assert updated.updated_at == ada.updated_at + timedelta(seconds=90)
+    assert await users.get(ada.user_id) == updated
+    assert_aware_utc(updated)
+
+
+async def test_update_refusals(backend: Backend) -> None:
+    users = backend.store.users
+    ada = await make_user(backend.store, "Ada", "ada@example.com")
+    eve = await make_user(backend.store, "Eve", "eve@example.com")
+    with pytest.raises(AlreadyExists):
+        await users.update(eve.user_id, {"email": "ada@example.com"})
+    with pytest.raises(InvalidArgument):
+        await users.update(eve.user_id, {"session_count": 99})  # type: ignore[typeddict-unknown-key]
+    with pytest.raises(InvalidArgument):
+        await users.update(eve.user_id, {"name": None})  # type: ignore[typeddict-item]
+    with pytest.raises(NotFound):
+        await users.update(eve.user_id, {"introduced_by": UserId(new_id())})
+    assert await users.get(eve.user_id) == eve
+    assert await users.get(ada.user_id) == ada
+
+
+async def test_record_call_keeps_the_last_ten(backend: Backend) -> None:
+    users = backend.store.users
+    ada = await make_user(backend.store, "Ada")
+    bob = await make_user(backend.store, "Bob")
+    for n in range(12):
+        backend.clock.advance(60)
+        user = await users.record_call(ada.user_id, summary(bob, 30 + n, backend.now(), n))
+    assert user.timer_total_seconds == sum(30 + n for n in range(12))
+    assert user.session_count == 12
+    assert len(user.last_sessions) == MAX_LAST_SESSIONS
+    assert [s.partner_name for s in user.last_sessions] == [f"Bob {n}" for n in range(11, 1, -1)]
+    assert user.last_sessions[0].ended_at == backend.now()
+    assert user.updated_at == backend.now()
+    assert await users.get(ada.user_id) == user
+    assert_aware_utc(user)
+    with pytest.raises(NotFound):
+        await users.record_call(UserId(new_id()), summary(bob, 1, backend.now()))
+
+
+async def test_concurrent_record_calls_lose_nothing(backend: Backend) -> None:
+    users = backend.store.users
+    ada = await make_user(backend.store, "Ada")
+    bob = await make_user(backend.store, "Bob")
+    await asyncio.gather(
+        *(users.record_call(ada.user_id, summary(bob, 10, backend.now(), n)) for n in range(6))
+    )
+    user = await users.get(ada.user_id)
+    assert user is not None
+    assert (user.session_count, user.timer_total_seconds) == (6, 60)
+    assert sorted(s.partner_name for s in user.last_sessions) == [f"Bob {n}" for n in range(6)]
+
+
+async def test_delete_user_cascades_and_guards_history(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    bob = await make_user(s, "Bob")
+    await s.sessions.create(ada.user_id, hash_session_token("t1"), None, backend.now() + HOUR)
+    await s.cooldowns.set(ada.user_id, bob.user_id, backend.now() + HOUR)
+    await s.bans.put(BanRecord(ada.user_id, BanStatus.PERMANENT, backend.now(), "spam"))
+
+    assert await s.users.delete(ada.user_id) is True
+    assert await s.users.get(ada.user_id) is None
+    assert await s.sessions.get_by_token_hash(hash_session_token("t1")) is None
+    assert await count_rows(s.engine, t.sessions) == 0
+    assert await count_rows(s.engine, t.cooldowns) == 0
+    assert await count_rows(s.engine, t.ban_records) == 0
+    assert await s.users.delete(ada.user_id) is False
+
+    carol = await make_user(s, "Carol")
+    await s.chat_history.add(
+        session_id="call-1:carol",
+        user_id=carol.user_id,
+        partner_id=bob.user_id,
+        partner_name="Bob",
+        room_id=RoomId(new_id()),
+        started_at=backend.now(),
+        duration_seconds=60,
+    )
+    with pytest.raises(FailedPrecondition):
+        await s.users.delete(carol.user_id)
+    assert await s.users.get(carol.user_id) == carol
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+async def test_session_lifecycle(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s)
+    token_hash = hash_session_token("secret-token")
+    session = await s.sessions.create(ada.user_id, token_hash, "2001:db8::1", backend.now() + HOUR)
+    assert session.token_hash == token_hash != "secret-token"
+    assert session.created_at == backend.now()
+    assert await s.sessions.get_by_token_hash(token_hash) == session
+    assert_aware_utc(session)
+    assert await s.sessions.get_by_token_hash(hash_session_token("other")) is None
+    assert await s.sessions.get_by_token_hash("secret-token") is None
+    with pytest.raises(AlreadyExists):
+        await s.sessions.create(ada.user_id, token_hash, None, backend.now() + HOUR)
+    assert await s.sessions.delete(token_hash) is True
+    assert await s.sessions.delete(token_hash) is False
+    assert await s.sessions.get_by_token_hash(token_hash) is None
+
+
+async def test_session_for_unknown_user_is_not_found(backend: Backend) -> None:
+    with pytest.raises(NotFound):
+        await backend.store.sessions.create(
+            UserId(new_id()), hash_session_token("t"), None, backend.now() + HOUR
+        )
+
+
+async def test_session_refuses_a_raw_token_or_naive_expiry(backend: Backend) -> None:
+    ada = await make_user(backend.store)
+    with pytest.raises(InvalidArgument):
+        await backend.store.sessions.create(ada.user_id, "raw-token", None, backend.now() + HOUR)
+    with pytest.raises(InvalidArgument):
+        await backend.store.sessions.create(
+            ada.user_id, hash_session_token("t"), None, datetime(2030, 1, 1)
+        )
+
+
+async def test_expired_sessions_are_not_returned_and_are_purged(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    bob = await make_user(s, "Bob")
+    short, long_ = hash_session_token("short"), hash_session_token("long")
+    await s.sessions.create(ada.user_id, short, None, backend.now() + timedelta(seconds=60))
+    await s.sessions.create(ada.user_id, long_, None, backend.now() + HOUR)
+    await s.sessions.create(bob.user_id, hash_session_token("bob"), None, backend.now() + HOUR)
+
+    backend.clock.advance(59)
+    assert await s.sessions.get_by_token_hash(short) is not None
+    backend.clock.advance(1)  # expires_at == now: expired
+    assert await s.sessions.get_by_token_hash(short) is None
+    assert await s.sessions.get_by_token_hash(long_) is not None
+    assert await s.sessions.delete_expired() == 1
+    assert await s.sessions.delete_expired() == 0
+    assert await count_rows(s.engine, t.sessions) == 2
+    assert await s.sessions.delete_for_user(ada.user_id) == 1
+    assert await s.sessions.get_by_token_hash(hash_session_token("bob")) is not None
+
+
+# --- chat history --------------------------------------------------------------------------
+
+
+async def test_chat_history(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    bob = await make_user(s, "Bob")
+    room = RoomId(new_id())
+    messages = [
+        ChatMessage(ada.user_id, "hi \U0001f44b", backend.now()),
+        ChatMessage(bob.user_id, "hello", backend.now() + timedelta(seconds=3)),
+    ]
+    for n in range(3):
+        entry = await s.chat_history.add(
+            session_id=f"{room}:{n}",
+            user_id=ada.user_id,
+            partner_id=bob.user_id,
+            partner_name="Bob",
+            room_id=room,
+            started_at=backend.now() + timedelta(minutes=n),
+            duration_seconds=120,
+            messages=messages,
+        )
+        assert entry.messages == tuple(messages)
+    listed = await s.chat_history.list_for_user(ada.user_id)
+    assert [e.session_id for e in listed] == [f"{room}:2", f"{room}:1", f"{room}:0"]
+    assert listed[0].messages == tuple(messages)
+    assert listed[0].room_id == room and listed[0].duration_seconds == 120
+    assert_aware_utc(listed[0])
+    assert [e.session_id for e in await s.chat_history.list_for_user(ada.user_id, 2)] == [
+        f"{room}:2",
+        f"{room}:1",
+    ]
+    assert await s.chat_history.list_for_user(bob.user_id) == []
+    with pytest.raises(InvalidArgument):
+        await s.chat_history.list_for_user(ada.user_id, 0)
+
+
+async def test_chat_history_refusals(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    bob = await make_user(s, "Bob")
+
+    async def add(session_id: str, partner: UserId) -> None:
+        await s.chat_history.add(
+            session_id=session_id,
+            user_id=ada.user_id,
+            partner_id=partner,
+            partner_name=None,
+            room_id=RoomId(new_id()),
+            started_at=backend.now(),
+            duration_seconds=5,
+        )
+
+    await add("one", bob.user_id)
+    with pytest.raises(AlreadyExists):
+        await add("one", bob.user_id)
+    with pytest.raises(NotFound):
+        await add("two", UserId(new_id()))
+    assert await count_rows(s.engine, t.chat_history) == 1
+
+
+# --- cooldowns -----------------------------------------------------------------------------
+
+
+async def test_cooldown_pair_is_normalised_and_upserted(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    bob = await make_user(s, "Bob")
+    first = await s.cooldowns.set(bob.user_id, ada.user_id, backend.now() + HOUR)
+    assert first.user_id_1 < first.user_id_2
+    assert {first.user_id_1, first.user_id_2} == {ada.user_id, bob.user_id}
+    assert await s.cooldowns.active_until(ada.user_id, bob.user_id) == backend.now() + HOUR
+    assert await s.cooldowns.active_until(bob.user_id, ada.user_id) == backend.now() + HOUR
+
+    later = backend.now() + 24 * HOUR
+    second = await s.cooldowns.set(ada.user_id, bob.user_id, later)
+    assert second.expires_at == later
+    assert_aware_utc(second)
+    assert await count_rows(s.engine, t.cooldowns) == 1
+    assert await s.cooldowns.active_until(bob.user_id, ada.user_id) == later
+
+
+async def test_cooldown_expiry_follows_the_clock(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    bob = await make_user(s, "Bob")
+    cy = await make_user(s, "Cy")
+    dee = await make_user(s, "Dee")
+    await s.cooldowns.set(ada.user_id, bob.user_id, backend.now() + HOUR)
+    await s.cooldowns.set(cy.user_id, ada.user_id, backend.now() + 2 * HOUR)
+    await s.cooldowns.set(bob.user_id, cy.user_id, backend.now() + 2 * HOUR)
+    assert await s.cooldowns.active_partners(ada.user_id) == {bob.user_id, cy.user_id}
+    assert await s.cooldowns.active_partners(dee.user_id) == set()
+
+    backend.clock.advance(3600)
+    assert await s.cooldowns.active_until(ada.user_id, bob.user_id) is None
+    assert await s.cooldowns.active_partners(ada.user_id) == {cy.user_id}
+    assert await s.cooldowns.active_partners(bob.user_id) == {cy.user_id}
+    assert await s.cooldowns.delete_expired() == 1
+    assert await count_rows(s.engine, t.cooldowns) == 2
+
+
+async def test_cooldown_refusals(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    with pytest.raises(InvalidArgument):
+        await s.cooldowns.set(ada.user_id, ada.user_id, backend.now() + HOUR)
+    with pytest.raises(NotFound):
+        await s.cooldowns.set(ada.user_id, UserId(new_id()), backend.now() + HOUR)
+    assert await s.cooldowns.active_until(ada.user_id, ada.user_id) is None
+
+
+# --- invite codes --------------------------------------------------------------------------
+
+
+async def test_invite_code_lifecycle(backend: Backend) -> None:
+    s = backend.store
+    admin = await make_user(s, "Admin")
+    ada = await make_user(s, "Ada")
+    bob = await make_user(s, "Bob")
+    code = await s.invite_codes.create(
+        code="WELCOME-1",
+        type=InviteType.ADMIN,
+        max_uses=2,
+        created_by=admin.user_id,
+        created_by_name="Admin",
+    )
+    assert (code.uses_remaining, code.used_by, code.is_active) == (2, (), True)
+    assert await s.invite_codes.get("WELCOME-1") == code
+    assert_aware_utc(code)
+
+    after_ada = await s.invite_codes.redeem("WELCOME-1", ada.user_id)
+    assert (after_ada.uses_remaining, after_ada.used_by) == (1, (ada.user_id,))
+    with pytest.raises(FailedPrecondition):
+        await s.invite_codes.redeem("WELCOME-1", ada.user_id)  # twice by the same user
+    assert await s.invite_codes.get("WELCOME-1") == after_ada  # ...consumed nothing
+    after_bob = await s.invite_codes.redeem("WELCOME-1", bob.user_id)
+    assert (after_bob.uses_remaining, after_bob.used_by) == (0, (ada.user_id, bob.user_id))
+    with pytest.raises(FailedPrecondition):
+        await s.invite_codes.redeem("WELCOME-1", admin.user_id)  # used up
+
+    await s.invite_codes.create(code="OFF", type=InviteType.USER, max_uses=5)
+    off = await s.invite_codes.deactivate("OFF")
+    assert off.is_active is False
+    with pytest.raises(FailedPrecondition):
+        await s.invite_codes.redeem("OFF", ada.user_id)
+    with pytest.raises(NotFound):
+        await s.invite_codes.redeem("NOPE", ada.user_id)
+    with pytest.raises(NotFound):
+        await s.invite_codes.deactivate("NOPE")
+    assert await s.invite_codes.get("NOPE") is None
+
+
+async def test_invite_code_refusals(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    await s.invite_codes.create(code="ABC", type=InviteType.USER, max_uses=1)
+    with pytest.raises(AlreadyExists):
+        await s.invite_codes.create(code="ABC", type=InviteType.USER, max_uses=1)
+    with pytest.raises(InvalidArgument):
+        await s.invite_codes.create(code="X" * 21, type=InviteType.USER, max_uses=1)
+    with pytest.raises(InvalidArgument):
+        await s.invite_codes.create(code="ZERO", type=InviteType.USER, max_uses=0)
+    with pytest.raises(InvalidArgument):
+        await s.invite_codes.create(code="T", type="vip", max_uses=1)  # type: ignore[arg-type]
+    with pytest.raises(NotFound):
+        await s.invite_codes.create(
+            code="ORPHAN", type=InviteType.USER, max_uses=1, created_by=UserId(new_id())
+        )
+    with pytest.raises(NotFound):
+        await s.invite_codes.redeem("ABC", UserId(new_id()))  # unknown user
+    code = await s.invite_codes.get("ABC")
+    assert code is not None and code.uses_remaining == 1  # the failed redeem was rolled back
+    assert (await s.invite_codes.redeem("ABC", ada.user_id)).uses_remaining == 0
+
+
+async def test_concurrent_redeems_of_the_last_use(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    bob = await make_user(s, "Bob")
+    await s.invite_codes.create(code="ONE", type=InviteType.USER, max_uses=1)
+    results = await asyncio.gather(
+        s.invite_codes.redeem("ONE", ada.user_id),
+        s.invite_codes.redeem("ONE", bob.user_id),
+        return_exceptions=True,
+    )
+    wins = [r for r in results if isinstance(r, InviteCode)]
+    losses = [r for r in results if isinstance(r, FailedPrecondition)]
+    assert (len(wins), len(losses)) == (1, 1), results
+    final = await s.invite_codes.get("ONE")
+    assert final is not None
+    assert final.uses_remaining == 0
+    assert final.used_by == wins[0].used_by
+    assert len(final.used_by) == 1
+
+
+async def test_many_concurrent_redeems_never_overspend(backend: Backend) -> None:
+    s = backend.store
+    people = [await make_user(s, f"P{n}") for n in range(8)]
+    await s.invite_codes.create(code="FIVE", type=InviteType.ADMIN, max_uses=5)
+    results = await asyncio.gather(
+        *(s.invite_codes.redeem("FIVE", p.user_id) for p in people), return_exceptions=True
+    )
+    assert sum(isinstance(r, InviteCode) for r in results) == 5
+    assert sum(isinstance(r, FailedPrecondition) for r in results) == 3
+    final = await s.invite_codes.get("FIVE")
+    assert final is not None
+    assert final.uses_remaining == 0 and len(set(final.used_by)) == 5
+
+
+# --- reports -------------------------------------------------------------------------------
+
+
+async def test_reports(backend: Backend) -> None:
+    s = backend.store
+    troll = await make_user(s, "Troll")
+    ada = await make_user(s, "Ada")
+    bob = await make_user(s, "Bob")
+    room = RoomId(new_id())
+    first = await s.reports.add(
+        reported_user_id=troll.user_id,
+        reporter_user_id=ada.user_id,
+        reporter_ip="203.0.113.9",
+        reason="rude",
+        room_id=room,
+    )
+    backend.clock.advance(10)
+    await s.reports.add(reported_user_id=troll.user_id, reporter_user_id=ada.user_id)
+    backend.clock.advance(10)
+    last = await s.reports.add(reported_user_id=troll.user_id, reporter_user_id=bob.user_id)
+    assert first.reported_at == backend.now() - timedelta(seconds=20)
+    assert first.room_id == room and first.reporter_ip == "203.0.113.9"
+    assert_aware_utc(first)
+    assert await s.reports.count_for_user(troll.user_id) == 2  # distinct reporters
+    listed = await s.reports.list_for_user(troll.user_id)
+    assert len(listed) == 3
+    assert listed[0] == last and listed[-1] == first
+    assert await s.reports.list_for_user(ada.user_id) == []
+    with pytest.raises(InvalidArgument):
+        await s.reports.add(reported_user_id=ada.user_id, reporter_user_id=ada.user_id)
+    with pytest.raises(NotFound):
+        await s.reports.add(reported_user_id=UserId(new_id()), reporter_user_id=ada.user_id)
+
+
+# --- bans ----------------------------------------------------------------------------------
+
+
+async def test_ban_records(backend: Backend) -> None:
+    s = backend.store
+    troll = await make_user(s, "Troll")
+    mod = await make_user(s, "Mod")
+    record = BanRecord(
+        user_id=troll.user_id,
+        ban_status=BanStatus.TEMPORARY,
+        banned_at=backend.now(),
+        banned_reason="4 reports",
+        report_count=4,
+        review_status=ReviewStatus.PENDING,
+        ip_addresses=("203.0.113.9", "2001:db8::7"),
+    )
+    assert await s.bans.put(record) == record
+    assert await s.bans.get(troll.user_id) == record
+
+    replaced = BanRecord(troll.user_id, BanStatus.PERMANENT, backend.now(), "again", 7)
+    assert await s.bans.put(replaced) == replaced
+    assert await count_rows(s.engine, t.ban_records) == 1
+
+    backend.clock.advance(300)
+    reviewed = await s.bans.set_review(troll.user_id, ReviewStatus.UPHELD, mod.user_id)
+    assert reviewed.review_status is ReviewStatus.UPHELD
+    assert reviewed.reviewed_by == mod.user_id
+    assert reviewed.reviewed_at == backend.now()
+    assert reviewed.ban_status is BanStatus.PERMANENT
+    assert_aware_utc(reviewed)
+    assert await s.bans.get(troll.user_id) == reviewed
+
+    with pytest.raises(NotFound):
+        await s.bans.set_review(mod.user_id, ReviewStatus.UPHELD, None)
+    with pytest.raises(NotFound):
+        await s.bans.set_review(troll.user_id, ReviewStatus.OVERTURNED, UserId(new_id()))
+    with pytest.raises(NotFound):
+        await s.bans.put(BanRecord(UserId(new_id()), BanStatus.TEMPORARY, backend.now(), "x"))
+
+
+# --- referral notifications ----------------------------------------------------------------
+
+
+async def test_referral_notifications(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    bob = await make_user(s, "Bob")
+    cy = await make_user(s, "Cy")
+    first = await s.referral_notifications.add(
+        for_user_id=ada.user_id,
+        referred_user_id=bob.user_id,
+        introduced_by=cy.user_id,
+        referred_name="Bob",
+        introduced_by_name="Cy",
+    )
+    backend.clock.advance(5)
+    second = await s.referral_notifications.add(
+        for_user_id=ada.user_id, referred_user_id=cy.user_id, introduced_by=bob.user_id
+    )
+    other = await s.referral_notifications.add(
+        for_user_id=bob.user_id, referred_user_id=ada.user_id, introduced_by=cy.user_id
+    )
+    assert first.read is False and first.referred_name == "Bob"
+    assert_aware_utc(first)
+    assert await s.referral_notifications.list_for_user(ada.user_id) == [second, first]
+
+    assert await s.referral_notifications.mark_read(ada.user_id, first.notification_id) == 1
+    assert await s.referral_notifications.mark_read(ada.user_id, first.notification_id) == 0
+    # a user cannot mark someone else's notification
+    assert await s.referral_notifications.mark_read(ada.user_id, other.notification_id) == 0
+    unread = await s.referral_notifications.list_for_user(ada.user_id, unread_only=True)
+    assert [n.notification_id for n in unread] == [second.notification_id]
+    assert await s.referral_notifications.mark_read(ada.user_id) == 1
+    assert await s.referral_notifications.list_for_user(ada.user_id, unread_only=True) == []
+    assert await s.referral_notifications.list_for_user(bob.user_id, unread_only=True) == [other]
+    with pytest.raises(NotFound):
+        await s.referral_notifications.add(
+            for_user_id=UserId(new_id()), referred_user_id=bob.user_id, introduced_by=cy.user_id
+        )
+
+
+# --- the store itself ----------------------------------------------------------------------
+
+
+async def test_ping_and_close(backend: Backend) -> None:
+    store = backend.store
+    await store.ping()
+    await make_user(store)
+    await store.close()
+    await store.close()  # idempotent
+    with pytest.raises(Unavailable):
+        await store.ping()
+    with pytest.raises(Unavailable):
+        await store.users.get(UserId(new_id()))
+
+
+async def test_unreachable_postgres_is_unavailable(fake_clock: FakeClock) -> None:
+    port = free_port()  # nothing listens there any more
+    store = SqlStore(
+        create_engine(f"postgresql://napalm:hunter2secret@127.0.0.1:{port}/napalm"), fake_clock
+    )
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await store.ping()
+        with pytest.raises(Unavailable):
+            await store.users.get_by_email("ada@example.com")
+    finally:
+        await store.close()
+    assert f"127.0.0.1:{port}" in caught.value.message
+    assert "hunter2secret" not in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+async def test_unopenable_sqlite_is_unavailable(tmp_path: Path, fake_clock: FakeClock) -> None:
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    store = SqlStore(create_engine(f"sqlite:///{directory}"), fake_clock)
+    try:
+        with pytest.raises(Unavailable) as caught:
+            await store.ping()
+    finally:
+        await store.close()
+    assert str(directory) in caught.value.message

@@ -1,0 +1,142 @@
+"""The `napalmsky` command as an operator runs it: real processes, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.services import PostgresDatabase, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("NAPALMSKY_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    env["NAPALMSKY_DATA_DIR"] = str(tmp_path / "data")
+    env["NAPALMSKY_ENV_FILE"] = str(tmp_path / "none.env")
+    env.update(extra)
+    return env
+
+
+def napalmsky(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "napalmsky", *args],
+        cwd=tmp_path, env=clean_env(tmp_path, **env), capture_output=True, text=True,
+        timeout=120, check=False,
+    )
+
+
+@pytest.mark.parametrize("args", [[], ["serve"], ["migrate"], ["config"]])
+def test_help(tmp_path: Path, args: list[str]) -> None:
+    result = napalmsky(tmp_path, *args, "--help")
+    assert result.returncode == 0
+    assert "usage: napalmsky" in result.stdout
+
+
+def test_config_prints_effective_settings_with_secrets_masked(tmp_path: Path) -> None:
+    result = napalmsky(
+        tmp_path, "config",
+        DATABASE_URL="postgresql://app:pg-secret@db.internal:5432/ns",
+        REDIS_URL="redis://:redis-secret@cache:6379/0",
+        NAPALMSKY_SECRET_KEY="s" * 40, NAPALMSKY_ROLES="sfu",
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for secret in ("pg-secret", "redis-secret", "s" * 40):
+        assert secret not in out + result.stderr
+    assert "postgresql://app:****@db.internal:5432/ns" in out
+    assert "NAPALMSKY_ROLES" in out and " sfu\n" in out
+    assert "multi-node: postgresql, redis bus, local blobs" in out
+
+
+def test_dotenv_is_read_and_environment_wins(tmp_path: Path) -> None:
+    dotenv = tmp_path / "site.env"
+    dotenv.write_text("NAPALMSKY_REGION=eu-west\nNAPALMSKY_PORT=9999\n")
+    result = napalmsky(tmp_path, "config", NAPALMSKY_ENV_FILE=str(dotenv), NAPALMSKY_PORT="7000")
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    assert lines["NAPALMSKY_REGION"] == "eu-west"
+    assert lines["NAPALMSKY_PORT"] == "7000"
+
+
+def test_unknown_role_is_refused_naming_the_variable(tmp_path: Path) -> None:
+    result = napalmsky(tmp_path, "serve", NAPALMSKY_ROLES="foo")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "napalmsky: error: NAPALMSKY_ROLES: unknown role 'foo' "
+        "(allowed: all, api, signaling, sfu, worker), got 'foo'"
+    ]
+
+
+def test_unreachable_database_is_one_clear_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    url = f"postgresql://app:db-secret@127.0.0.1:{port}/ns"
+    result = napalmsky(tmp_path, "serve", "--port", str(free_port()), DATABASE_URL=url)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("napalmsky: error: ")
+    assert f"127.0.0.1:{port}" in lines[0]
+    assert "db-secret" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_migrate_then_serve_on_postgresql(
+    tmp_path: Path, postgres_database: PostgresDatabase
+) -> None:
+    fresh = f"{postgres_database.url}_cli"
+    # A database that is not migrated: serve refuses and says what to run.
+    import asyncio
+
+    from tests.services import _admin
+
+    name = fresh.rsplit("/", 1)[1]
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        refused = napalmsky(tmp_path, "serve", DATABASE_URL=fresh)
+        assert refused.returncode == 2
+        assert "napalmsky migrate" in refused.stderr
+        migrated = napalmsky(tmp_path, "migrate", DATABASE_URL=fresh)
+        assert migrated.returncode == 0, migrated.stderr
+        assert "at revision" in migrated.stdout and "none" not in migrated.stdout
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_serve_on_embedded_defaults_answers_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napalmsky", "serve", "--port", str(port)],
+        cwd=tmp_path, env=clean_env(tmp_path, NAPALMSKY_LOG_FORMAT="json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        body = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as r:
+                    body = json.loads(r.read())
+                    break
+            except OSError:
+                time.sleep(0.2)
+        assert body == {"status": "ready", "checks": {"database": "ok"}}
+        assert (tmp_path / "data" / "napalmsky.db").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    messages = [r["message"] for r in records]
+    assert any("single-node: sqlite, in-process bus, local blobs" in m for m in messages)
+    assert any(m.startswith("listening on http://127.0.0.1:") for m in messages)
+    assert "shutting down" in messages
+    assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records)

@@ -287,14 +287,21 @@ def unknown_variables(env: Mapping[str, str]) -> list[str]:
                   and not k.startswith("NAPALMSKY_TEST_"))
 
 
+_CREDENTIALS = re.compile(r"(//[^/@:]*):[^/@]*@")
+
+
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ****."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
+    """The URL with any password replaced by ****, even when the URL is malformed."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        password = None
+        parts = None
+    if parts is None or password is None or not parts.netloc:
+        return _CREDENTIALS.sub(r"\1:****@", url)
     user = parts.username or ""
-    host = netloc[1] if len(netloc) == 2 else netloc[0]
+    host = parts.netloc.rsplit("@", 1)[-1]
     return urlunsplit(parts._replace(netloc=f"{user}:****@{host}"))
 
 

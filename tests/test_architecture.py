@@ -61,3 +61,4 @@ def test_only_the_composition_root_imports_adapters() -> None:
 @pytest.mark.parametrize("package", sorted(OURS))
 def test_every_package_imports(package: str) -> None:
     __import__(package)
+

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from core.errors import InvalidArgument, Unavailable
+from core.settings import mask_url
 
 _POSTGRES_DRIVERS = {"postgres", "postgresql", "postgresql+asyncpg"}
 _SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"}
@@ -51,15 +51,6 @@ def async_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-_CREDENTIALS = re.compile(r"(//[^/:@]*:)[^@/]*@")
-
-
-def mask_url(url: str) -> str:
-    """`url` for logs and messages: the password, if any, is replaced by ***."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return _CREDENTIALS.sub(r"\1***@", url)
 
 
 def is_sqlite(url: str) -> bool:

@@ -252,6 +252,6 @@ def test_urls_are_normalised_to_async_drivers() -> None:
 
 
 def test_mask_url_hides_the_password() -> None:
-    assert mask_url("postgresql://u:s%40cret@db:5432/app") == "postgresql://u:***@db:5432/app"
+    assert mask_url("postgresql://u:s%40cret@db:5432/app") == "postgresql://u:****@db:5432/app"
     assert mask_url("sqlite:///x.db") == "sqlite:///x.db"
     assert "s3cret" not in mask_url("not a url://u:s3cret@host")

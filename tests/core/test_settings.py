@@ -122,3 +122,8 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = README.read_text()
     for setting in SETTINGS:
         assert f"`{setting.env}`" in readme, f"{setting.env} is missing from README.md"
+
+
+def test_mask_url_hides_passwords_even_in_malformed_urls() -> None:
+    assert "s3cret" not in mask_url("not a url://u:s3cret@host")
+    assert "s3cret" not in mask_url("postgresql://u:s3cret@host:notaport/db")

@@ -7,6 +7,7 @@ SettingsError naming the variable; nothing starts with a half-understood configu
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -61,6 +62,12 @@ class Settings:
     log_format: LogFormat
     log_level: str
     ready_timeout: float
+    node_secret: str | None
+    rtc_bind: tuple[str, ...]
+    rtc_announce: tuple[str, ...]
+    rtc_port_min: int
+    rtc_port_max: int
+    sfu_video_codec: str
 
     @property
     def is_sqlite(self) -> bool:
@@ -168,6 +175,28 @@ def _log_level(raw: str) -> str:
     return raw.lower()
 
 
+def _addresses(raw: str) -> tuple[str, ...]:
+    found: list[str] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            found.append(str(ipaddress.ip_address(part)))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IPv4 or IPv6 address") from None
+    return tuple(found)
+
+
+def _port_or_zero(raw: str) -> int:
+    return 0 if raw.strip() == "0" else _port(raw)
+
+
+def _video_codec(raw: str) -> str:
+    if raw.lower() not in ("vp8", "h264"):
+        raise ValueError("expected 'vp8' or 'h264'")
+    return raw.lower()
+
+
 def _prefix(raw: str) -> str:
     if not re.match(r"^[A-Za-z0-9:._/-]*$", raw):
         raise ValueError("expected letters, digits and ':._/-'")
@@ -230,6 +259,21 @@ SETTINGS: tuple[Setting, ...] = (
             "debug, info, warning or error."),
     Setting("ready_timeout", "NAPALMSKY_READY_TIMEOUT", _positive_float, "2",
             "Seconds `/ready` waits for each backing service before reporting it down."),
+    Setting("node_secret", "NAPALMSKY_NODE_SECRET", _secret, None,
+            "HMAC key (32+ chars) of SFU join tokens, shared by every node. Default: the "
+            "secret key.", secret=True),
+    Setting("rtc_bind", "NAPALMSKY_RTC_BIND", _addresses, "",
+            "Comma list of local IP addresses the SFU binds its UDP sockets to. Default: every "
+            "non-loopback address (as aioice does). `127.0.0.1` for tests on one machine."),
+    Setting("rtc_announce", "NAPALMSKY_RTC_ANNOUNCE", _addresses, "",
+            "Public IPv4/IPv6 addresses announced in the SFU's host candidates instead of the "
+            "bound ones (cloud 1:1 NAT). One per bind address, in the same order."),
+    Setting("rtc_port_min", "NAPALMSKY_RTC_PORT_MIN", _port_or_zero, "0",
+            "Lowest UDP port of the SFU's media sockets (0 with the max: any free port)."),
+    Setting("rtc_port_max", "NAPALMSKY_RTC_PORT_MAX", _port_or_zero, "0",
+            "Highest UDP port of the SFU's media sockets."),
+    Setting("sfu_video_codec", "NAPALMSKY_SFU_VIDEO_CODEC", _video_codec, "vp8",
+            "Video codec every room negotiates: `vp8` or `h264` (audio is always Opus)."),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
@@ -268,6 +312,20 @@ def load_settings(env: Mapping[str, str], *, hostname: str = "localhost") -> Set
         if ":" in shown_host:
             shown_host = f"[{shown_host}]"
         values["public_url"] = f"http://{shown_host}:{values['port']}"
+    if values["rtc_bind"] is None:
+        values["rtc_bind"] = ()
+    if values["rtc_announce"] is None:
+        values["rtc_announce"] = ()
+    if values["rtc_announce"] and len(values["rtc_announce"]) != len(values["rtc_bind"]):
+        raise SettingsError(
+            "NAPALMSKY_RTC_ANNOUNCE: give one address per NAPALMSKY_RTC_BIND address"
+        )
+    if (values["rtc_port_min"] == 0) != (values["rtc_port_max"] == 0) or (
+        values["rtc_port_min"] > values["rtc_port_max"]
+    ):
+        raise SettingsError(
+            "NAPALMSKY_RTC_PORT_MIN and NAPALMSKY_RTC_PORT_MAX: set both, min <= max"
+        )
     if (values["s3_access_key_id"] is None) != (values["s3_secret_access_key"] is None):
         raise SettingsError(
             "NAPALMSKY_S3_ACCESS_KEY_ID and NAPALMSKY_S3_SECRET_ACCESS_KEY: set both or neither"
@@ -316,6 +374,8 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             shown = "(empty)"
         elif setting.field == "roles":
             shown = ",".join(sorted(r.value for r in value))
+        elif isinstance(value, tuple):
+            shown = ",".join(value) or "(empty)"
         elif setting.field in ("database_url", "redis_url"):
             shown = mask_url(str(value))
         elif setting.secret:

@@ -1,4 +1,4 @@
-"""The `napalmsky` command: serve, migrate, config."""
+"""The `napalmsky` command: serve, migrate, config, sfu-token."""
 
 from __future__ import annotations
 
@@ -144,6 +144,16 @@ def cmd_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def cmd_sfu_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from core.clock import SystemClock
+    from napalmsky.composition import node_secret
+    from sfu.token import mint_join_token
+
+    settings = _settings(env, {})
+    print(mint_join_token(node_secret(settings), args.room, args.user, SystemClock(), args.ttl))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="napalmsky",
@@ -173,6 +183,14 @@ def parser() -> argparse.ArgumentParser:
                             description="Print every setting's effective value; secrets and "
                             "URL passwords are masked.")
     config.set_defaults(func=cmd_config)
+
+    token = sub.add_parser("sfu-token", help="mint an SFU join token (for tests and operators)",
+                           description="Print a join token for ROOM and USER, signed with "
+                           "NAPALMSKY_NODE_SECRET (or the secret key on a single node).")
+    token.add_argument("--room", required=True, help="room id")
+    token.add_argument("--user", required=True, help="user id")
+    token.add_argument("--ttl", type=int, default=300, help="seconds the token is valid (300)")
+    token.set_defaults(func=cmd_sfu_token)
     return top
 
 

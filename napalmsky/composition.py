@@ -28,8 +28,11 @@ from core import context
 from core.blobs import BlobStore
 from core.clock import Clock, SystemClock
 from core.live import Bus, LiveState
-from core.settings import Settings
+from core.settings import Role, Settings
 from core.store import Store
+from sfu.internals import NetworkConfig
+from sfu.server import SfuConfig, SfuServer
+from sfu.ws import sfu_routes
 from web import STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ class Services:
 SERVICES = web.AppKey("services", Services)
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
+SFU = web.AppKey("sfu", SfuServer)
 
 
 def describe_mode(settings: Settings) -> str:
@@ -98,6 +102,23 @@ def secret_key(settings: Settings) -> bytes:
         os.fsync(f.fileno())
     log.info("generated a secret key in %s", path)
     return key
+
+
+def node_secret(settings: Settings) -> bytes:
+    """The key of SFU join tokens: shared by every node; the secret key on a single node."""
+    if settings.node_secret is not None:
+        return settings.node_secret.encode()
+    return secret_key(settings)
+
+
+def make_sfu(settings: Settings, clock: Clock) -> SfuServer:
+    net = NetworkConfig(
+        bind=settings.rtc_bind,
+        announce=settings.rtc_announce,
+        port_min=settings.rtc_port_min,
+        port_max=settings.rtc_port_max,
+    )
+    return SfuServer(SfuConfig(net=net, video_codec=settings.sfu_video_codec), clock)
 
 
 def make_blob_store(settings: Settings, clock: Clock) -> BlobStore:
@@ -171,6 +192,16 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
     app.add_routes(metrics_routes(registry))
     if isinstance(blobs, LocalBlobStore):
         app.add_routes(blob_routes(blobs))
+    if Role.SFU in settings.roles:
+        sfu = make_sfu(settings, clock)
+        app[SFU] = sfu
+        app.add_routes(sfu_routes(sfu, node_secret(settings), clock))
+
+        async def sfu_ctx(app: web.Application) -> AsyncIterator[None]:
+            yield
+            await sfu.close()
+
+        app.cleanup_ctx.append(sfu_ctx)
     app.add_routes(_web_routes())
     return app
 

@@ -180,3 +180,37 @@ async def test_ready_on_postgresql_and_redis(
     ready = await client.get("/ready")
     assert ready.status == 200
     assert (await ready.json())["checks"] == {"database": "ok", "redis": "ok"}
+
+
+async def test_a_call_through_the_node_app(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    from core.clock import SystemClock
+    from loadtest.bot import BLUE, RED, Bot
+    from napalmsky.composition import SFU, node_secret
+    from sfu.token import mint_join_token
+
+    settings = await embedded(tmp_path, NAPALMSKY_RTC_BIND="127.0.0.1")
+    client: TestClient = await aiohttp_client(build_app(settings))
+    client.app[SFU].create_room("room-x")
+    url = str(client.make_url("/sfu/ws"))
+    secret = node_secret(settings)
+    bots = [Bot(url, mint_join_token(secret, "room-x", user, SystemClock()), colour=colour)
+            for user, colour in (("a", RED), ("b", BLUE))]
+    try:
+        for bot in bots:
+            await bot.join()
+        deadline = time.monotonic() + 20
+        while min(b.received.video_frames for b in bots) < 5 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert min(b.received.video_frames for b in bots) >= 5
+    finally:
+        for bot in bots:
+            await bot.close()
+
+
+async def test_no_sfu_route_without_the_sfu_role(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    client: TestClient = await aiohttp_client(
+        build_app(await embedded(tmp_path, NAPALMSKY_ROLES="api,signaling"))
+    )
+    assert (await client.get("/sfu/ws")).status == 404

@@ -35,7 +35,7 @@ def napalmsky(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPro
     )
 
 
-@pytest.mark.parametrize("args", [[], ["serve"], ["migrate"], ["config"]])
+@pytest.mark.parametrize("args", [[], ["serve"], ["migrate"], ["config"], ["sfu-token"]])
 def test_help(tmp_path: Path, args: list[str]) -> None:
     result = napalmsky(tmp_path, *args, "--help")
     assert result.returncode == 0
@@ -140,3 +140,18 @@ def test_serve_on_embedded_defaults_answers_and_stops_cleanly(tmp_path: Path) ->
     assert any(m.startswith("listening on http://127.0.0.1:") for m in messages)
     assert "shutting down" in messages
     assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
+
+
+def test_sfu_token_is_accepted_by_the_node(tmp_path: Path) -> None:
+    from core.clock import SystemClock
+    from sfu.token import verify_join_token
+
+    secret = "k" * 40
+    result = napalmsky(tmp_path, "sfu-token", "--room", "r1", "--user", "u1", "--ttl", "60",
+                       NAPALMSKY_NODE_SECRET=secret)
+    assert result.returncode == 0, result.stderr
+    grant = verify_join_token(secret.encode(), result.stdout.strip(), SystemClock(), "r1")
+    assert (grant.room_id, grant.user_id) == ("r1", "u1")
+    bad = napalmsky(tmp_path, "sfu-token", "--room", "", "--user", "u1")
+    assert bad.returncode == 1
+    assert "room must be" in bad.stderr

@@ -1,0 +1,373 @@
+"""Per-consumer forwarding state: sequence/timestamp continuity, NACK answers, keyframe requests,
+and the counters behind honest RTCP reports.
+
+Pure and synchronous: no I/O, no asyncio, no clock. Every method that needs the time takes
+`now` (float seconds from one monotonic clock chosen by the caller); NTP wall time, where RTCP
+needs it, is passed in separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from .rtp import RTP_SEQ_MOD, RTP_TS_MOD, RtcpReportBlock, RtcpSenderReport, compact_ntp
+
+_SEQ_MASK = RTP_SEQ_MOD - 1
+_TS_MASK = RTP_TS_MOD - 1
+_HALF_SEQ = RTP_SEQ_MOD // 2
+_HALF_TS = RTP_TS_MOD // 2
+
+
+class SequenceRewriter:
+    """Maps the (sequence number, timestamp) of whichever producer feeds a consumer onto one
+    continuous outgoing stream.
+
+    The first source maps to itself. After `switch_source`, the new source's first packet gets
+    the last outgoing sequence number + 1 and the last outgoing timestamp advanced by the wall
+    time since then (at least one tick). Within a source, sequence numbers are extended to
+    count 16-bit wraps, so the same input always maps to the same output; packets more than
+    `window` behind the newest, or older than the source's first packet, are dropped (`None`).
+    """
+
+    __slots__ = (
+        "_base",
+        "_clock_rate",
+        "_has_output",
+        "_has_source",
+        "_highest",
+        "_last_at",
+        "_last_out_seq",
+        "_last_out_ts",
+        "_seq_offset",
+        "_switched_at",
+        "_ts_offset",
+        "window",
+    )
+
+    def __init__(self, *, window: int = 1000) -> None:
+        if not 0 < window < _HALF_SEQ:
+            raise ValueError("window must be between 1 and 32767")
+        self.window = window
+        self._clock_rate = 0
+        self._has_source = False
+        self._has_output = False
+        self._switched_at = 0.0
+        self._base = 0
+        self._highest = 0
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._last_out_seq = 0
+        self._last_out_ts = 0
+        self._last_at = 0.0
+
+    @property
+    def last_sequence_number(self) -> int | None:
+        """The outgoing sequence number of the newest packet mapped so far."""
+        return self._last_out_seq if self._has_output else None
+
+    @property
+    def last_timestamp(self) -> int | None:
+        """The outgoing timestamp of the newest packet mapped so far."""
+        return self._last_out_ts if self._has_output else None
+
+    def switch_source(self, clock_rate: int, now: float) -> None:
+        """The next packet comes from a new producer (clock rate `clock_rate` Hz)."""
+        self._clock_rate = clock_rate
+        self._has_source = False
+        self._switched_at = now
+
+    def map(self, sequence_number: int, timestamp: int, now: float) -> tuple[int, int] | None:
+        """The outgoing (sequence number, timestamp) of a packet received at `now`, or None."""
+        if not self._has_source:
+            self._has_source = True
+            ext = self._base = self._highest = sequence_number
+            if self._has_output:
+                self._seq_offset = self._last_out_seq + 1 - sequence_number
+                gap = max(now, self._switched_at) - self._last_at
+                ticks = max(1, round(gap * self._clock_rate))
+                self._ts_offset = (self._last_out_ts + ticks - timestamp) & _TS_MASK
+            else:
+                self._seq_offset = 0
+                self._ts_offset = 0
+        else:
+            highest = self._highest
+            delta = (sequence_number - highest) & _SEQ_MASK
+            if delta < _HALF_SEQ:
+                ext = highest + delta
+            else:
+                ext = highest + delta - RTP_SEQ_MOD
+                if highest - ext > self.window or ext < self._base:
+                    return None
+        out_seq = (ext + self._seq_offset) & _SEQ_MASK
+        out_ts = (timestamp + self._ts_offset) & _TS_MASK
+        if ext >= self._highest:
+            self._highest = ext
+            self._last_out_seq = out_seq
+            self._last_out_ts = out_ts
+            self._last_at = now
+            self._has_output = True
+        return out_seq, out_ts
+
+
+class PacketCache:
+    """A ring of recently sent packets keyed by outgoing sequence number (`size` entries)."""
+
+    __slots__ = ("_packets", "_seqs", "size")
+
+    def __init__(self, size: int = 512) -> None:
+        if not 0 < size <= _HALF_SEQ:
+            raise ValueError("size must be between 1 and 32768")
+        self.size = size
+        self._seqs = [-1] * size
+        self._packets: list[bytes | None] = [None] * size
+
+    def put(self, sequence_number: int, packet: bytes | bytearray) -> None:
+        """Store an immutable copy of `packet` (bytes are stored as they are, not copied)."""
+        i = sequence_number % self.size
+        self._seqs[i] = sequence_number
+        self._packets[i] = bytes(packet)
+
+    def get(self, sequence_number: int) -> bytes | None:
+        i = sequence_number % self.size
+        return self._packets[i] if self._seqs[i] == sequence_number else None
+
+    def clear(self) -> None:
+        self._seqs = [-1] * self.size
+        self._packets = [None] * self.size
+
+
+class NackResponder:
+    """Answers a subscriber's NACKs from a `PacketCache`, resending a given sequence number at
+    most once per `min_interval` seconds so that a storm of NACKs does not multiply traffic."""
+
+    __slots__ = ("_cache", "_seqs", "_times", "min_interval", "missed", "resent", "suppressed")
+
+    def __init__(self, cache: PacketCache, *, min_interval: float = 0.1) -> None:
+        self._cache = cache
+        self.min_interval = min_interval
+        self._seqs = [-1] * cache.size
+        self._times = [0.0] * cache.size
+        self.resent = 0
+        self.suppressed = 0
+        self.missed = 0
+
+    def respond(self, lost: Iterable[int], now: float) -> list[bytes]:
+        """The cached packets to resend for `lost`, in the order asked."""
+        cache, seqs, times = self._cache, self._seqs, self._times
+        size = cache.size
+        out: list[bytes] = []
+        for seq in lost:
+            packet = cache.get(seq)
+            if packet is None:
+                self.missed += 1
+                continue
+            i = seq % size
+            if seqs[i] == seq and now - times[i] < self.min_interval:
+                self.suppressed += 1
+                continue
+            seqs[i] = seq
+            times[i] = now
+            out.append(packet)
+        self.resent += len(out)
+        return out
+
+
+class KeyframeRequestThrottle:
+    """At most one upstream PLI/FIR per `interval` seconds for one producer; the first request
+    after `reset()` (call it on a source switch) always goes through."""
+
+    __slots__ = ("_last", "interval")
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self._last: float | None = None
+
+    def should_forward(self, now: float) -> bool:
+        if self._last is not None and now - self._last < self.interval:
+            return False
+        self._last = now
+        return True
+
+    def reset(self) -> None:
+        self._last = None
+
+
+class StreamStats:
+    """Reception statistics of one incoming RTP stream (RFC 3550 A.1, A.3, A.8).
+
+    Sequence numbers follow A.1 (MAX_DROPOUT, MAX_MISORDER, resynchronisation after two
+    sequential packets past a jump) without the probation period: SRTP already authenticates
+    the source. Jitter is updated by packets that advance the highest sequence number only
+    (as libwebrtc does), so retransmissions and reordering do not inflate it.
+    """
+
+    MAX_DROPOUT = 3000
+    MAX_MISORDER = 100
+
+    __slots__ = (
+        "_bad_seq",
+        "_base_seq",
+        "_cycles",
+        "_expected_prior",
+        "_jitter",
+        "_last_arrival",
+        "_last_ts",
+        "_max_seq",
+        "_received_prior",
+        "_sr_at",
+        "_sr_ntp",
+        "_started",
+        "clock_rate",
+        "received",
+        "ssrc",
+    )
+
+    def __init__(self, ssrc: int, clock_rate: int) -> None:
+        self.ssrc = ssrc
+        self.clock_rate = clock_rate
+        self._started = False
+        self._sr_ntp: int | None = None
+        self._sr_at = 0.0
+        self._init_seq(0)
+        self._jitter = 0.0
+        self._last_arrival: float | None = None
+        self._last_ts = 0
+
+    def _init_seq(self, seq: int) -> None:
+        self._base_seq = seq
+        self._max_seq = seq
+        self._bad_seq = RTP_SEQ_MOD + 1
+        self._cycles = 0
+        self.received = 0
+        self._received_prior = 0
+        self._expected_prior = 0
+
+    @property
+    def extended_highest_seq(self) -> int:
+        return self._cycles + self._max_seq
+
+    @property
+    def expected(self) -> int:
+        return self.extended_highest_seq - self._base_seq + 1 if self._started else 0
+
+    @property
+    def cumulative_lost(self) -> int:
+        """Expected minus received: negative when duplicates arrived."""
+        return self.expected - self.received
+
+    @property
+    def jitter(self) -> float:
+        """Interarrival jitter in timestamp units."""
+        return self._jitter
+
+    def update(self, sequence_number: int, timestamp: int, arrival: float) -> bool:
+        """Account for a packet received at `arrival`; False if it was not counted (a jump
+        that the next packet has not confirmed yet)."""
+        seq = sequence_number
+        if not self._started:
+            self._started = True
+            self._init_seq(seq)
+            advanced = True
+        else:
+            udelta = (seq - self._max_seq) & _SEQ_MASK
+            advanced = False
+            if udelta < self.MAX_DROPOUT:
+                if seq < self._max_seq:
+                    self._cycles += RTP_SEQ_MOD
+                self._max_seq = seq
+                advanced = udelta > 0
+            elif udelta <= RTP_SEQ_MOD - self.MAX_MISORDER:
+                if seq != self._bad_seq:
+                    self._bad_seq = (seq + 1) & _SEQ_MASK
+                    return False
+                self._init_seq(seq)  # two sequential packets after a jump: the source restarted
+                self._last_arrival = None
+                advanced = True
+        self.received += 1
+        if advanced:
+            self._update_jitter(timestamp, arrival)
+        return True
+
+    def _update_jitter(self, timestamp: int, arrival: float) -> None:
+        if self._last_arrival is not None:
+            ts_delta = (timestamp - self._last_ts) & _TS_MASK
+            if ts_delta >= _HALF_TS:
+                ts_delta -= RTP_TS_MOD
+            d = (arrival - self._last_arrival) * self.clock_rate - ts_delta
+            self._jitter += (abs(d) - self._jitter) / 16
+        self._last_arrival = arrival
+        self._last_ts = timestamp
+
+    def on_sender_report(self, ntp_timestamp: int, now: float) -> None:
+        """Remember the sender's last SR, for the LSR/DLSR fields."""
+        self._sr_ntp = ntp_timestamp
+        self._sr_at = now
+
+    def report_block(self, now: float) -> RtcpReportBlock:
+        """The report block for this stream; starts a new interval for `fraction_lost`."""
+        expected = self.expected
+        expected_interval = expected - self._expected_prior
+        lost_interval = expected_interval - (self.received - self._received_prior)
+        self._expected_prior = expected
+        self._received_prior = self.received
+        fraction = 0
+        if expected_interval > 0 and lost_interval > 0:
+            fraction = min(255, (lost_interval << 8) // expected_interval)
+        lsr = dlsr = 0
+        if self._sr_ntp is not None:
+            lsr = compact_ntp(self._sr_ntp)
+            dlsr = max(0, int((now - self._sr_at) * 65536)) & 0xFFFFFFFF
+        return RtcpReportBlock(
+            ssrc=self.ssrc,
+            fraction_lost=fraction,
+            packets_lost=self.cumulative_lost,
+            highest_seq=self.extended_highest_seq & 0xFFFFFFFF,
+            jitter=int(self._jitter) & 0xFFFFFFFF,
+            lsr=lsr,
+            dlsr=dlsr,
+        )
+
+
+@dataclass(slots=True)
+class SendCounters:
+    """What one outgoing stream has sent, for honest sender reports (RFC 3550 6.4.1)."""
+
+    clock_rate: int
+    packet_count: int = 0
+    octet_count: int = 0
+    last_rtp_timestamp: int | None = None
+    last_sent_at: float = 0.0
+
+    def on_packet(self, payload_length: int, rtp_timestamp: int, now: float) -> None:
+        """Count a packet sent at `now` (payload octets only: no header, no padding)."""
+        self.packet_count += 1
+        self.octet_count += payload_length
+        last = self.last_rtp_timestamp
+        if last is None or (rtp_timestamp - last) & _TS_MASK < _HALF_TS:
+            self.last_rtp_timestamp = rtp_timestamp
+            self.last_sent_at = now
+
+    def sender_report(
+        self,
+        ssrc: int,
+        *,
+        now: float,
+        ntp_timestamp: int,
+        reports: Sequence[RtcpReportBlock] = (),
+    ) -> RtcpSenderReport | None:
+        """The SR at `now` (whose wall time is `ntp_timestamp`); None before the first packet.
+
+        The RTP timestamp is the last one sent, advanced by the time since at the clock rate.
+        """
+        if self.last_rtp_timestamp is None:
+            return None
+        elapsed = round((now - self.last_sent_at) * self.clock_rate)
+        return RtcpSenderReport(
+            ssrc=ssrc,
+            ntp_timestamp=ntp_timestamp,
+            rtp_timestamp=(self.last_rtp_timestamp + elapsed) & _TS_MASK,
+            packet_count=self.packet_count & 0xFFFFFFFF,
+            octet_count=self.octet_count & 0xFFFFFFFF,
+            reports=list(reports),
+        )

@@ -1,0 +1,95 @@
+"""Router: one room's media. Holds the participants' transports and wires producers to the
+other participants' consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from core.clock import Clock
+from sfu.events import (
+    CloseReason,
+    ParticipantConnected,
+    ParticipantFailed,
+    ParticipantLeft,
+    SfuEvent,
+)
+from sfu.internals import NetworkConfig
+from sfu.producer import Producer
+from sfu.transport import Transport
+
+log = logging.getLogger(__name__)
+
+_FAILURES = {CloseReason.ICE_FAILED, CloseReason.DTLS_FAILED, CloseReason.CONNECT_TIMEOUT}
+
+
+class Router:
+    def __init__(
+        self, room_id: str, *, net: NetworkConfig, video_codec: str, clock: Clock,
+        emit: Callable[[SfuEvent], None], connect_timeout: float,
+    ) -> None:
+        self.room_id = room_id
+        self.net = net
+        self.video_codec = video_codec
+        self.clock = clock
+        self.transports: dict[str, Transport] = {}
+        self.closed = False
+        self._emit = emit
+        self._connect_timeout = connect_timeout
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `coro` as a task this router owns (cancelled and awaited on close)."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("room %s task failed", self.room_id, exc_info=task.exception())
+
+    async def join(self, user_id: str) -> Transport:
+        """A transport for `user_id`; an earlier one of the same user is closed (rejoin)."""
+        if self.closed:
+            raise RuntimeError("router is closed")
+        old = self.transports.get(user_id)
+        if old is not None:
+            await old.close(CloseReason.REPLACED)
+        transport = Transport(self, user_id, self.net, self.video_codec, self.clock,
+                              self._connect_timeout)
+        self.transports[user_id] = transport
+        for other in self.transports.values():
+            if other is not transport:
+                for producer in other.producers.values():
+                    transport.consumers[producer.kind].attach(producer)
+        return transport
+
+    def producer_added(self, transport: Transport, producer: Producer) -> None:
+        for other in self.transports.values():
+            if other is not transport and not other.closed:
+                other.consumers[producer.kind].attach(producer)
+
+    def transport_connected(self, transport: Transport) -> None:
+        self._emit(ParticipantConnected(self.room_id, transport.user_id))
+
+    def transport_closed(self, transport: Transport, reason: CloseReason) -> None:
+        if self.transports.get(transport.user_id) is transport:
+            del self.transports[transport.user_id]
+        if reason in _FAILURES:
+            self._emit(ParticipantFailed(self.room_id, transport.user_id, reason))
+        elif reason is not CloseReason.ROOM_CLOSED:
+            self._emit(ParticipantLeft(self.room_id, transport.user_id, reason))
+
+    async def close(self, reason: CloseReason) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for transport in list(self.transports.values()):
+            await transport.close(reason)
+        current = asyncio.current_task()
+        # Only transports' closing tasks live here: let them finish rather than cut them short.
+        await asyncio.gather(*(t for t in self._tasks if t is not current), return_exceptions=True)

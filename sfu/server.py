@@ -1,0 +1,86 @@
+"""The SFU of one node: rooms by id, and the interface signaling drives.
+
+Signaling creates a room when a call is accepted, hands each participant a join token, and
+closes the room when the call ends. It learns what happens to the media from the events it
+subscribes to (a participant's media connected, failed or left; a room closed).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.clock import Clock
+from core.errors import AlreadyExists, NotFound
+from sfu.events import CloseReason, RoomClosed, SfuEvent
+from sfu.internals import NetworkConfig, check_versions
+from sfu.router import Router
+from sfu.transport import CONNECT_TIMEOUT, Transport
+
+log = logging.getLogger(__name__)
+
+Listener = Callable[[SfuEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SfuConfig:
+    net: NetworkConfig
+    video_codec: str = "vp8"
+    connect_timeout: float = CONNECT_TIMEOUT
+
+
+class SfuServer:
+    def __init__(self, config: SfuConfig, clock: Clock) -> None:
+        check_versions()
+        self.config = config
+        self.clock = clock
+        self.rooms: dict[str, Router] = {}
+        self._listeners: list[Listener] = []
+        self.closed = False
+
+    # ---- the interface signaling calls ----
+
+    def create_room(self, room_id: str) -> Router:
+        if room_id in self.rooms:
+            raise AlreadyExists("room already exists")
+        router = Router(
+            room_id, net=self.config.net, video_codec=self.config.video_codec,
+            clock=self.clock, emit=self._emit, connect_timeout=self.config.connect_timeout,
+        )
+        self.rooms[room_id] = router
+        return router
+
+    async def close_room(self, room_id: str, reason: str) -> None:
+        router = self.rooms.pop(room_id, None)
+        if router is None:
+            return
+        await router.close(CloseReason.ROOM_CLOSED)
+        self._emit(RoomClosed(room_id, reason))
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` with every event; returns a function that unsubscribes."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    # ---- used by the join endpoint ----
+
+    async def join(self, room_id: str, user_id: str) -> Transport:
+        router = self.rooms.get(room_id)
+        if router is None or router.closed:
+            raise NotFound("room not found")
+        return await router.join(user_id)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for room_id in list(self.rooms):
+            await self.close_room(room_id, CloseReason.NODE_SHUTDOWN.value)
+
+    def _emit(self, event: SfuEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("SFU event listener failed on %s", type(event).__name__)

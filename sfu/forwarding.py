@@ -371,3 +371,74 @@ class SendCounters:
             octet_count=self.octet_count & 0xFFFFFFFF,
             reports=list(reports),
         )
+
+
+@dataclass(slots=True)
+class _Missing:
+    first_seen: float
+    last_sent: float
+    retries: int
+
+
+class NackGenerator:
+    """Which sequence numbers of an incoming stream to NACK, and when to ask again.
+
+    `on_packet` reports the gaps a packet reveals (to NACK at once); `due` the ones to ask for
+    again, at most `max_retries` times, no sooner than `retry_interval` after the last ask and
+    never for packets older than `max_age` (by then a keyframe request is the better remedy).
+    A jump larger than `max_gap` is a restart of the source, not loss.
+    """
+
+    __slots__ = ("_highest", "_missing", "max_age", "max_gap", "max_retries", "recovered",
+                 "requested", "retry_interval")
+
+    def __init__(self, *, max_gap: int = 100, max_retries: int = 3, retry_interval: float = 0.1,
+                 max_age: float = 1.0) -> None:
+        self.max_gap = max_gap
+        self.max_retries = max_retries
+        self.retry_interval = retry_interval
+        self.max_age = max_age
+        self._highest: int | None = None
+        self._missing: dict[int, _Missing] = {}
+        self.requested = 0
+        self.recovered = 0
+
+    @property
+    def missing(self) -> list[int]:
+        return sorted(self._missing)
+
+    def on_packet(self, sequence_number: int, now: float) -> list[int]:
+        seq = sequence_number & _SEQ_MASK
+        if self._highest is None:
+            self._highest = seq
+            return []
+        delta = (seq - self._highest) & _SEQ_MASK
+        if delta == 0:
+            return []
+        if delta >= _HALF_SEQ:  # older than the highest: a late or retransmitted packet
+            if self._missing.pop(seq, None) is not None:
+                self.recovered += 1
+            return []
+        self._highest = seq
+        if delta > self.max_gap:
+            self._missing.clear()
+            return []
+        lost = [(seq - i) & _SEQ_MASK for i in range(delta - 1, 0, -1)]
+        for missing in lost:
+            self._missing[missing] = _Missing(now, now, 1)
+        self.requested += len(lost)
+        return lost
+
+    def due(self, now: float) -> list[int]:
+        again: list[int] = []
+        for seq, entry in list(self._missing.items()):
+            if now - entry.first_seen > self.max_age or entry.retries >= self.max_retries:
+                if now - entry.last_sent >= self.retry_interval:
+                    del self._missing[seq]
+                continue
+            if now - entry.last_sent >= self.retry_interval:
+                entry.last_sent = now
+                entry.retries += 1
+                again.append(seq)
+        self.requested += len(again)
+        return again

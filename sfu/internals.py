@@ -46,6 +46,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.rate import RemoteBitrateEstimator
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import (
@@ -56,6 +57,7 @@ from aiortc.rtcrtpparameters import (
     RTCRtpSendParameters,
 )
 from aiortc.rtp import (
+    RTCP_PSFB_APP,
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
@@ -64,6 +66,7 @@ from aiortc.rtp import (
     RtcpRrPacket,
     RtcpRtpfbPacket,
     RtcpSrPacket,
+    unpack_remb_fci,
 )
 
 from core.errors import InvalidArgument, Unavailable
@@ -75,6 +78,9 @@ AIOICE_VERSION = "0.13.0"
 UDP_SOCKET_BUFFER_SIZE = 1 << 21
 
 Kind = str  # "audio" | "video"
+
+# aiortc's receive-side bandwidth estimator (abs-send-time based), public module, reused as is.
+BitrateEstimator = RemoteBitrateEstimator
 
 
 def check_versions() -> None:
@@ -138,16 +144,23 @@ class SessionHandler:
     """What a PeerSession reports to its owner (the SFU transport). Override what you need."""
 
     def on_rtp(self, data: bytes, kind: Kind, arrival_ms: int) -> Awaitable[None] | None:
+        """A decrypted RTP packet from the publisher (an RTX one included)."""
         return None
-
-    def on_publisher_rtcp(self, kind: Kind, packet: AnyRtcpPacket) -> None: ...
 
     def on_nack(self, kind: Kind, lost: list[int]) -> Awaitable[None] | None:
         return None
 
     def on_keyframe_request(self, kind: Kind) -> None: ...
 
-    def on_receiver_report(self, kind: Kind, packet: RtcpRrPacket | RtcpSrPacket) -> None: ...
+    def on_receiver_report(self, kind: Kind, fraction_lost: int, packets_lost: int,
+                           jitter: int, lsr: int, dlsr: int) -> None:
+        """A subscriber's report block about our outgoing `kind` stream."""
+
+    def on_remb(self, kind: Kind, bitrate: int) -> None:
+        """A subscriber's bandwidth estimate for our outgoing streams."""
+
+    def on_sender_report(self, kind: Kind, ntp_timestamp: int) -> None:
+        """The publisher's sender report for its `kind` stream."""
 
     def on_receiving(self, stream: NegotiatedStream) -> None: ...
 
@@ -288,6 +301,8 @@ def codec_preferences(kind: Kind, video_codec: str) -> list[RTCRtpCodecCapabilit
     chosen = [c for c in capabilities.codecs if c.mimeType.lower() == wanted]
     if not chosen:
         raise InvalidArgument(f"codec {wanted} is not available")
+    if kind == "video":  # retransmissions in their own stream (RFC 4588)
+        chosen += [c for c in capabilities.codecs if c.mimeType.lower() == "video/rtx"]
     return chosen
 
 
@@ -380,7 +395,10 @@ class PeerSession:
         self.handler.on_sending(_stream(kind, params, sender._ssrc, sender._rtx_ssrc))
 
     def _publisher_rtcp(self, receiver: RTCRtpReceiver, packet: AnyRtcpPacket) -> None:
-        self.handler.on_publisher_rtcp(self._kind_of_receiver(receiver), packet)
+        if isinstance(packet, RtcpSrPacket):
+            self.handler.on_sender_report(
+                self._kind_of_receiver(receiver), packet.sender_info.ntp_timestamp
+            )
 
     async def _subscriber_rtcp(self, sender: RTCRtpSender, packet: AnyRtcpPacket) -> None:
         kind = sender.kind
@@ -390,8 +408,19 @@ class PeerSession:
                 await pending
         elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             self.handler.on_keyframe_request(kind)
+        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, _ssrcs = unpack_remb_fci(packet.fci)
+            except ValueError:
+                return
+            self.handler.on_remb(kind, bitrate)
         elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-            self.handler.on_receiver_report(kind, packet)
+            for report in packet.reports:
+                if report.ssrc == sender._ssrc:
+                    self.handler.on_receiver_report(
+                        kind, report.fraction_lost, report.packets_lost, report.jitter,
+                        report.lsr, report.dlsr,
+                    )
 
     def _kind_of_receiver(self, receiver: RTCRtpReceiver) -> Kind:
         for kind, transceiver in self._transceivers.items():

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
-
-from aiortc.rtp import AnyRtcpPacket, RtcpRrPacket, RtcpSrPacket
 
 from core.clock import Clock
 from sfu.consumer import Consumer
 from sfu.events import CloseReason
 from sfu.internals import Kind, NegotiatedStream, NetworkConfig, PeerSession, SessionHandler
 from sfu.producer import Producer
+from sfu.rtp import RtcpNack, RtcpReceiverReport, RtcpRemb, ntp_time
 
 if TYPE_CHECKING:
     from sfu.router import Router
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 30.0
+RTCP_INTERVAL = 1.0  # seconds between report rounds (randomised 0.5x..1.5x, RFC 3550 6.2)
 
 
 class Transport(SessionHandler):
@@ -42,6 +43,7 @@ class Transport(SessionHandler):
         self._closing: asyncio.Task[None] | None = None
         self._connect_timeout = connect_timeout
         self._timer: asyncio.TimerHandle | None = None
+        self._rtcp_task: asyncio.Task[None] | None = None
         self.closed_event = asyncio.Event()
 
     async def answer(self, offer_sdp: str) -> str:
@@ -57,7 +59,7 @@ class Transport(SessionHandler):
 
     def on_rtp(self, data: bytes, kind: Kind, arrival_ms: int) -> Awaitable[None] | None:
         producer = self.producers.get(kind)
-        return producer.on_rtp(data) if producer is not None else None
+        return producer.on_rtp(data, arrival_ms) if producer is not None else None
 
     def on_receiving(self, stream: NegotiatedStream) -> None:
         if self.closed or stream.kind in self.producers:
@@ -75,11 +77,18 @@ class Transport(SessionHandler):
     def on_keyframe_request(self, kind: Kind) -> None:
         self.consumers[kind].on_keyframe_request()
 
-    def on_publisher_rtcp(self, kind: Kind, packet: AnyRtcpPacket) -> None:
-        return None
+    def on_sender_report(self, kind: Kind, ntp_timestamp: int) -> None:
+        producer = self.producers.get(kind)
+        if producer is not None:
+            producer.on_sender_report(ntp_timestamp)
 
-    def on_receiver_report(self, kind: Kind, packet: RtcpRrPacket | RtcpSrPacket) -> None:
-        return None
+    def on_receiver_report(self, kind: Kind, fraction_lost: int, packets_lost: int,
+                           jitter: int, lsr: int, dlsr: int) -> None:
+        self.consumers[kind].on_receiver_report(fraction_lost, packets_lost, jitter, lsr, dlsr)
+
+    def on_remb(self, kind: Kind, bitrate: int) -> None:
+        for consumer in self.consumers.values():
+            consumer.remb = bitrate
 
     def on_state(self, state: str) -> None:
         if state == "connected" and not self.connected and not self.closed:
@@ -87,6 +96,7 @@ class Transport(SessionHandler):
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+            self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
             self.router.transport_connected(self)
         elif state == "failed":
             ice_failed = self.session.pc.iceConnectionState == "failed"
@@ -102,9 +112,55 @@ class Transport(SessionHandler):
             return False
         return await self.session.send_rtp(bytes(data))
 
+    async def send_rtcp(self, data: bytes) -> bool:
+        return await self.send_rtp(data)
+
+    def rtcp_ssrc(self, kind: Kind) -> int:
+        """The SSRC our RTCP about `kind` goes out under (our sender's, as aiortc does)."""
+        return self.session.sender_ssrc(kind)
+
     async def send_pli(self, kind: Kind, media_ssrc: int) -> None:
         if not self.closed:
             await self.session.send_pli(kind, media_ssrc)
+
+    # ---- RTCP: one round per interval for the whole transport, not a timer per track ----
+
+    async def _run_rtcp(self) -> None:
+        while not self.closed:
+            await asyncio.sleep(RTCP_INTERVAL * (0.5 + random.random()))
+            try:
+                for datagram in self.rtcp_round():
+                    await self.send_rtcp(datagram)
+            except Exception:
+                log.exception("RTCP round failed for %s", self.user_id)
+
+    def rtcp_round(self) -> list[bytes]:
+        """This round's compound RTCP packets: per kind, an SR for what we sent (or an RR),
+        with a report block for what we received, then REMB and NACK retries."""
+        now = self.clock.monotonic()
+        ntp = ntp_time(self.clock.time())
+        datagrams: list[bytes] = []
+        for kind in ("audio", "video"):
+            consumer, producer = self.consumers[kind], self.producers.get(kind)
+            block = producer.report_block(now) if producer is not None else None
+            sr = consumer.sender_report(ntp, now)
+            parts: list[bytes] = []
+            if sr is not None:
+                if block is not None:
+                    sr.reports.append(block)
+                parts.append(bytes(sr))
+            elif block is not None:
+                parts.append(bytes(RtcpReceiverReport(self.rtcp_ssrc(kind), [block])))
+            if producer is not None and producer.ssrc is not None:
+                bitrate = producer.remb_bitrate()
+                if bitrate is not None and parts:
+                    parts.append(bytes(RtcpRemb(self.rtcp_ssrc(kind), bitrate, [producer.ssrc])))
+                retry = producer.nacks.due(now) if producer.nacks is not None else []
+                if retry and parts:
+                    parts.append(bytes(RtcpNack(self.rtcp_ssrc(kind), producer.ssrc, retry)))
+            if parts:
+                datagrams.append(b"".join(parts))
+        return datagrams
 
     # ---- lifecycle ----
 
@@ -121,6 +177,9 @@ class Transport(SessionHandler):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._rtcp_task is not None:
+            self._rtcp_task.cancel()
+            await asyncio.gather(self._rtcp_task, return_exceptions=True)
         for producer in self.producers.values():
             await producer.close(CloseReason.TRANSPORT_CLOSED)
         for consumer in self.consumers.values():

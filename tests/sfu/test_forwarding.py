@@ -364,3 +364,45 @@ def test_send_counters_wrap() -> None:
     sr = c.sender_report(1, now=0.03, ntp_timestamp=0)
     assert sr is not None
     assert (sr.packet_count, sr.octet_count, sr.rtp_timestamp) == (1, 30, 160)
+
+
+# ---- NackGenerator ----
+
+
+def test_nack_generator_reports_gaps_once_and_retries() -> None:
+    from sfu.forwarding import NackGenerator
+
+    gen = NackGenerator(retry_interval=0.1, max_retries=3, max_age=1.0)
+    assert gen.on_packet(100, 0.0) == []
+    assert gen.on_packet(101, 0.01) == []
+    assert gen.on_packet(104, 0.02) == [102, 103]
+    assert gen.missing == [102, 103]
+    assert gen.due(0.05) == []  # too soon to ask again
+    assert gen.due(0.13) == [102, 103]
+    assert gen.on_packet(102, 0.14) == []  # recovered (retransmission)
+    assert gen.recovered == 1
+    assert gen.due(0.24) == [103]
+    assert gen.due(0.35) == []  # third ask was the last
+    assert gen.due(0.50) == []
+    assert gen.missing == []
+
+
+def test_nack_generator_across_the_wrap_and_big_jumps() -> None:
+    from sfu.forwarding import NackGenerator
+
+    gen = NackGenerator(max_gap=50)
+    gen.on_packet(65534, 0.0)
+    assert gen.on_packet(1, 0.01) == [65535, 0]
+    assert gen.on_packet(500, 0.02) == []  # a restart, not 498 losses
+    assert gen.missing == []
+
+
+def test_nack_generator_gives_up_on_old_packets() -> None:
+    from sfu.forwarding import NackGenerator
+
+    gen = NackGenerator(max_age=0.5, retry_interval=0.1, max_retries=10)
+    gen.on_packet(1, 0.0)
+    gen.on_packet(3, 0.0)
+    assert gen.due(0.2) == [2]
+    assert gen.due(0.6) == []
+    assert gen.missing == []

@@ -68,6 +68,10 @@ class Settings:
     rtc_port_min: int
     rtc_port_max: int
     sfu_video_codec: str
+    sfu_ice_servers: tuple[str, ...]
+    sfu_turn_username: str | None
+    sfu_turn_credential: str | None
+    operator_token: str | None
 
     @property
     def is_sqlite(self) -> bool:
@@ -197,6 +201,17 @@ def _video_codec(raw: str) -> str:
     return raw.lower()
 
 
+_ICE_URL = re.compile(r"^(stun|turn|turns):[A-Za-z0-9.\-\[\]:]+(\?transport=(udp|tcp))?$")
+
+
+def _ice_urls(raw: str) -> tuple[str, ...]:
+    urls = tuple(p.strip() for p in raw.split(",") if p.strip())
+    for url in urls:
+        if not _ICE_URL.match(url):
+            raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
+    return urls
+
+
 def _prefix(raw: str) -> str:
     if not re.match(r"^[A-Za-z0-9:._/-]*$", raw):
         raise ValueError("expected letters, digits and ':._/-'")
@@ -274,6 +289,16 @@ SETTINGS: tuple[Setting, ...] = (
             "Highest UDP port of the SFU's media sockets."),
     Setting("sfu_video_codec", "NAPALMSKY_SFU_VIDEO_CODEC", _video_codec, "vp8",
             "Video codec every room negotiates: `vp8` or `h264` (audio is always Opus)."),
+    Setting("sfu_ice_servers", "NAPALMSKY_SFU_ICE_SERVERS", _ice_urls, "",
+            "Comma list of STUN/TURN URLs the SFU itself uses (`stun:host:3478`, "
+            "`turn:host:3478?transport=udp`). Default: none: no STUN server is ever contacted."),
+    Setting("sfu_turn_username", "NAPALMSKY_SFU_TURN_USERNAME", _text, None,
+            "Username for the SFU's own TURN servers."),
+    Setting("sfu_turn_credential", "NAPALMSKY_SFU_TURN_CREDENTIAL", _text, None,
+            "Credential for the SFU's own TURN servers.", secret=True),
+    Setting("operator_token", "NAPALMSKY_OPERATOR_TOKEN", _secret, None,
+            "Bearer token (32+ chars) for operator endpoints such as room stats. Unset: those "
+            "endpoints refuse every request.", secret=True),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
@@ -316,6 +341,8 @@ def load_settings(env: Mapping[str, str], *, hostname: str = "localhost") -> Set
         values["rtc_bind"] = ()
     if values["rtc_announce"] is None:
         values["rtc_announce"] = ()
+    if values["sfu_ice_servers"] is None:
+        values["sfu_ice_servers"] = ()
     if values["rtc_announce"] and len(values["rtc_announce"]) != len(values["rtc_bind"]):
         raise SettingsError(
             "NAPALMSKY_RTC_ANNOUNCE: give one address per NAPALMSKY_RTC_BIND address"

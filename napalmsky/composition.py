@@ -30,8 +30,10 @@ from core.clock import Clock, SystemClock
 from core.live import Bus, LiveState
 from core.settings import Role, Settings
 from core.store import Store
-from sfu.internals import NetworkConfig
+from sfu.admin import sfu_admin_routes
+from sfu.internals import NetworkConfig, RTCIceServer
 from sfu.server import SfuConfig, SfuServer
+from sfu.stats import SfuCollector
 from sfu.ws import sfu_routes
 from web import STATIC_DIR
 
@@ -112,11 +114,20 @@ def node_secret(settings: Settings) -> bytes:
 
 
 def make_sfu(settings: Settings, clock: Clock) -> SfuServer:
+    ice_servers = tuple(
+        RTCIceServer(
+            urls=url,
+            username=settings.sfu_turn_username if url.startswith("turn") else None,
+            credential=settings.sfu_turn_credential if url.startswith("turn") else None,
+        )
+        for url in settings.sfu_ice_servers
+    )
     net = NetworkConfig(
         bind=settings.rtc_bind,
         announce=settings.rtc_announce,
         port_min=settings.rtc_port_min,
         port_max=settings.rtc_port_max,
+        ice_servers=ice_servers,
     )
     return SfuServer(SfuConfig(net=net, video_codec=settings.sfu_video_codec), clock)
 
@@ -196,6 +207,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
         sfu = make_sfu(settings, clock)
         app[SFU] = sfu
         app.add_routes(sfu_routes(sfu, node_secret(settings), clock))
+        app.add_routes(sfu_admin_routes(sfu, settings.operator_token))
+        registry.register(SfuCollector(sfu))
 
         async def sfu_ctx(app: web.Application) -> AsyncIterator[None]:
             yield

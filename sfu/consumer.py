@@ -14,7 +14,13 @@ import struct
 from typing import TYPE_CHECKING
 
 from core.clock import Clock
-from sfu.forwarding import NackResponder, PacketCache, SendCounters, SequenceRewriter
+from sfu.forwarding import (
+    BitrateMeter,
+    NackResponder,
+    PacketCache,
+    SendCounters,
+    SequenceRewriter,
+)
 from sfu.internals import Kind, NegotiatedStream
 from sfu.rtp import (
     ExtensionPlan,
@@ -48,6 +54,7 @@ class Consumer:
         self.dropped = 0
         self.keyframe_requests = 0
         self.nacks_received = 0
+        self.meter = BitrateMeter()
         self.remb: int | None = None  # the subscriber's estimate of its downlink
         self.fraction_lost = 0  # from the subscriber's last receiver report (0..255)
         self.packets_lost = 0

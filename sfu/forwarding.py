@@ -442,3 +442,20 @@ class NackGenerator:
                 again.append(seq)
         self.requested += len(again)
         return again
+
+
+class BitrateMeter:
+    """Bits per second between the last two samples of a byte counter."""
+
+    __slots__ = ("_last", "bitrate")
+
+    def __init__(self) -> None:
+        self.bitrate = 0.0
+        self._last: tuple[float, int] | None = None
+
+    def sample(self, octets: int, now: float) -> None:
+        if self._last is not None:
+            then, before = self._last
+            if now > then:
+                self.bitrate = 8 * (octets - before) / (now - then)
+        self._last = (now, octets)

@@ -71,6 +71,8 @@ from aiortc.rtp import (
 
 from core.errors import InvalidArgument, Unavailable
 
+__all__ = ["RTCIceServer"]  # re-exported so the composition root needs no aiortc import
+
 log = logging.getLogger(__name__)
 
 AIORTC_VERSION = "1.16.0"

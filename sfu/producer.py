@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from core.clock import Clock
 from sfu.events import CloseReason
-from sfu.forwarding import KeyframeRequestThrottle, NackGenerator, StreamStats
+from sfu.forwarding import BitrateMeter, KeyframeRequestThrottle, NackGenerator, StreamStats
 from sfu.internals import BitrateEstimator, Kind, NegotiatedStream
 from sfu.rtp import (
     ABS_SEND_TIME_URI,
@@ -51,6 +51,7 @@ class Producer:
         self.rtx_received = 0
         self.keyframe_requests = 0
         self.nacks_sent = 0
+        self.meter = BitrateMeter()
         self.estimate: int | None = None  # our own bandwidth estimate of the publisher's uplink
         self.closed = False
         self.close_reason: CloseReason | None = None

@@ -18,6 +18,7 @@ from sfu.events import (
 )
 from sfu.internals import NetworkConfig
 from sfu.producer import Producer
+from sfu.stats import Totals, transport_totals
 from sfu.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Router:
         self._emit = emit
         self._connect_timeout = connect_timeout
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.retired = Totals()  # what closed transports of this room had counted
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `coro` as a task this router owns (cancelled and awaited on close)."""
@@ -79,10 +81,18 @@ class Router:
     def transport_closed(self, transport: Transport, reason: CloseReason) -> None:
         if self.transports.get(transport.user_id) is transport:
             del self.transports[transport.user_id]
+        self.retired.add(transport_totals(transport))
         if reason in _FAILURES:
             self._emit(ParticipantFailed(self.room_id, transport.user_id, reason))
         elif reason is not CloseReason.ROOM_CLOSED:
             self._emit(ParticipantLeft(self.room_id, transport.user_id, reason))
+
+    def totals(self) -> Totals:
+        totals = Totals()
+        totals.add(self.retired)
+        for transport in self.transports.values():
+            totals.add(transport_totals(transport))
+        return totals
 
     async def close(self, reason: CloseReason) -> None:
         if self.closed:

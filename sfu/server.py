@@ -16,6 +16,7 @@ from core.errors import AlreadyExists, NotFound
 from sfu.events import CloseReason, RoomClosed, SfuEvent
 from sfu.internals import NetworkConfig, check_versions
 from sfu.router import Router
+from sfu.stats import Totals
 from sfu.transport import CONNECT_TIMEOUT, Transport
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class SfuServer:
         self.rooms: dict[str, Router] = {}
         self._listeners: list[Listener] = []
         self.closed = False
+        self._retired = Totals()  # what closed rooms had counted
 
     # ---- the interface signaling calls ----
 
@@ -56,6 +58,7 @@ class SfuServer:
         if router is None:
             return
         await router.close(CloseReason.ROOM_CLOSED)
+        self._retired.add(router.retired)
         self._emit(RoomClosed(room_id, reason))
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -70,6 +73,16 @@ class SfuServer:
         if router is None or router.closed:
             raise NotFound("room not found")
         return await router.join(user_id)
+
+    def totals(self) -> Totals:
+        totals = Totals()
+        totals.add(self._retired)
+        for router in self.rooms.values():
+            totals.add(router.totals())
+        return totals
+
+    def participant_count(self) -> int:
+        return sum(len(router.transports) for router in self.rooms.values())
 
     async def close(self) -> None:
         if self.closed:

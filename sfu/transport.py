@@ -142,6 +142,9 @@ class Transport(SessionHandler):
         datagrams: list[bytes] = []
         for kind in ("audio", "video"):
             consumer, producer = self.consumers[kind], self.producers.get(kind)
+            consumer.meter.sample(consumer.octets, now)
+            if producer is not None:
+                producer.meter.sample(producer.octets, now)
             block = producer.report_block(now) if producer is not None else None
             sr = consumer.sender_report(ntp, now)
             parts: list[bytes] = []

@@ -406,3 +406,17 @@ def test_nack_generator_gives_up_on_old_packets() -> None:
     assert gen.due(0.2) == [2]
     assert gen.due(0.6) == []
     assert gen.missing == []
+
+
+def test_bitrate_meter() -> None:
+    from sfu.forwarding import BitrateMeter
+
+    meter = BitrateMeter()
+    meter.sample(0, 10.0)
+    assert meter.bitrate == 0.0
+    meter.sample(125_000, 11.0)
+    assert meter.bitrate == 1_000_000
+    meter.sample(125_000, 11.0)  # no time passed: keep the last figure
+    assert meter.bitrate == 1_000_000
+    meter.sample(187_500, 12.0)
+    assert meter.bitrate == 500_000

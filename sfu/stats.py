@@ -1,0 +1,129 @@
+"""SFU statistics: node totals for /metrics (no per-user or per-room labels) and a
+per-participant snapshot for the operator's room-stats endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from sfu.server import SfuServer
+    from sfu.transport import Transport
+
+
+@dataclass(slots=True)
+class Totals:
+    packets_received: int = 0
+    bytes_received: int = 0
+    packets_forwarded: int = 0
+    bytes_forwarded: int = 0
+    packets_lost_upstream: int = 0
+    retransmitted: int = 0
+    rtx_received: int = 0
+    nacks_sent: int = 0
+    keyframe_requests: int = 0
+    malformed: int = 0
+
+    def add(self, other: Totals) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def transport_totals(transport: Transport) -> Totals:
+    totals = Totals()
+    for producer in transport.producers.values():
+        totals.packets_received += producer.packets
+        totals.bytes_received += producer.octets
+        totals.rtx_received += producer.rtx_received
+        totals.nacks_sent += producer.nacks_sent
+        totals.keyframe_requests += producer.keyframe_requests
+        totals.malformed += producer.malformed
+        if producer.stats is not None:
+            totals.packets_lost_upstream += max(0, producer.stats.cumulative_lost)
+    for consumer in transport.consumers.values():
+        totals.packets_forwarded += consumer.packets
+        totals.bytes_forwarded += consumer.octets
+        totals.retransmitted += consumer.retransmitted
+    return totals
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def participant_stats(transport: Transport) -> dict[str, Any]:
+    """What an operator sees of one participant: no addresses, no tokens."""
+    incoming: dict[str, Any] = {}
+    for kind, producer in transport.producers.items():
+        stats = producer.stats
+        incoming[kind] = {
+            "packets": producer.packets,
+            "bytes": producer.octets,
+            "bitrateBps": round(producer.meter.bitrate),
+            "packetsLost": max(0, stats.cumulative_lost) if stats is not None else 0,
+            "jitterMs": _round(stats.jitter * 1000 / stats.clock_rate) if stats else None,
+            "keyframeRequests": producer.keyframe_requests,
+            "nacksSent": producer.nacks_sent,
+            "rtxReceived": producer.rtx_received,
+            "estimateBps": producer.estimate,
+        }
+    outgoing: dict[str, Any] = {}
+    for kind, consumer in transport.consumers.items():
+        clock_rate = consumer.stream.clock_rate if consumer.stream is not None else 90_000
+        outgoing[kind] = {
+            "packets": consumer.packets,
+            "bytes": consumer.octets,
+            "bitrateBps": round(consumer.meter.bitrate),
+            "retransmitted": consumer.retransmitted,
+            "nacksReceived": consumer.nacks_received,
+            "keyframeRequests": consumer.keyframe_requests,
+            "fractionLost": round(consumer.fraction_lost / 256, 4),
+            "packetsLost": consumer.packets_lost,
+            "jitterMs": _round(consumer.jitter * 1000 / clock_rate),
+            "rttMs": _round(consumer.rtt * 1000 if consumer.rtt is not None else None),
+            "rembBps": consumer.remb,
+        }
+    return {
+        "userId": transport.user_id,
+        "connected": transport.connected,
+        "in": incoming,
+        "out": outgoing,
+    }
+
+
+class SfuCollector(Collector):
+    """Reads the SFU's counters when Prometheus scrapes: nothing is counted per packet here."""
+
+    def __init__(self, server: SfuServer) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        totals = self.server.totals()
+        yield GaugeMetricFamily("napalmsky_sfu_rooms", "Rooms on this SFU node.",
+                                value=len(self.server.rooms))
+        yield GaugeMetricFamily("napalmsky_sfu_participants",
+                                "Participants with a media connection on this node.",
+                                value=self.server.participant_count())
+        for name, help_text, value in (
+            ("packets_received", "RTP packets received from publishers.",
+             totals.packets_received),
+            ("bytes_received", "RTP bytes received from publishers.", totals.bytes_received),
+            ("packets_forwarded", "RTP packets forwarded to subscribers.",
+             totals.packets_forwarded),
+            ("bytes_forwarded", "RTP bytes forwarded to subscribers.", totals.bytes_forwarded),
+            ("packets_lost_upstream", "Packets publishers sent that never reached the SFU.",
+             totals.packets_lost_upstream),
+            ("retransmitted_packets", "Packets resent to subscribers answering their NACKs.",
+             totals.retransmitted),
+            ("rtx_packets_received", "Retransmissions received from publishers.",
+             totals.rtx_received),
+            ("nacks_sent", "NACKs the SFU sent to publishers.", totals.nacks_sent),
+            ("keyframe_requests", "Keyframe requests passed up to publishers.",
+             totals.keyframe_requests),
+            ("malformed_packets", "Malformed RTP packets dropped.", totals.malformed),
+        ):
+            yield CounterMetricFamily(f"napalmsky_sfu_{name}", help_text, value=value)

@@ -14,6 +14,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from core.clock import Clock
+from sfu.events import CloseReason
 from sfu.forwarding import (
     BitrateMeter,
     NackResponder,
@@ -61,6 +62,7 @@ class Consumer:
         self.jitter = 0
         self.rtt: float | None = None
         self.closed = False
+        self.close_reason: CloseReason | None = None
         self._rewriter = SequenceRewriter()
         self._cache = PacketCache()
         self._nacks = NackResponder(self._cache)
@@ -183,8 +185,11 @@ class Consumer:
             self._last_sr = (compact_ntp(ntp), now)
         return report
 
-    def close(self) -> None:
+    def close(self, reason: CloseReason) -> None:
+        if self.closed:
+            return
         self.closed = True
+        self.close_reason = reason
         if self.producer is not None:
             self.producer.consumers.discard(self)
             self.producer = None

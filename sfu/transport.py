@@ -186,7 +186,7 @@ class Transport(SessionHandler):
         for producer in self.producers.values():
             await producer.close(CloseReason.TRANSPORT_CLOSED)
         for consumer in self.consumers.values():
-            consumer.close()
+            consumer.close(CloseReason.TRANSPORT_CLOSED)
         try:
             await self.session.close()
         except Exception:

@@ -71,7 +71,10 @@ def sfu_routes(server: SfuServer, secret: bytes, clock: Clock) -> list[web.Route
             message = _parse(first.data)
             if message["type"] != "join" or not isinstance(message.get("token"), str):
                 raise InvalidArgument("expected {\"type\": \"join\", \"token\": ...}")
-            grant = verify_join_token(secret, message["token"], clock)
+            wanted = message.get("roomId")
+            if wanted is not None and not isinstance(wanted, str):
+                raise InvalidArgument("'roomId' must be a string")
+            grant = verify_join_token(secret, message["token"], clock, room_id=wanted)
             context.room_id.set(grant.room_id)
             context.user_id.set(grant.user_id)
             transport = await server.join(grant.room_id, grant.user_id)

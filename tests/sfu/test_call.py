@@ -43,6 +43,10 @@ async def test_each_peer_decodes_the_other(sfu: SfuHarness) -> None:
             assert type(transceiver.receiver) is ForwardingReceiver
             assert type(transceiver.sender) is ForwardingSender
             assert transceiver.receiver._RTCRtpReceiver__decoder_thread is None  # type: ignore[attr-defined]
+            # no 20 ms polling loop and no RTCP task per track: the transport owns RTCP
+            assert transceiver.sender._RTCRtpSender__rtp_task is None  # type: ignore[attr-defined]
+            assert transceiver.sender._RTCRtpSender__rtcp_task is None  # type: ignore[attr-defined]
+            assert transceiver.receiver._RTCRtpReceiver__rtcp_task is None  # type: ignore[attr-defined]
         assert transport.consumers["video"].packets > 0
         assert transport.producers["video"].packets > 0
 
@@ -77,3 +81,38 @@ async def test_rejoin_replaces_the_old_connection(sfu: SfuHarness) -> None:
     assert close_to(bob2.received.last_colour, RED)
     left = [e for e in sfu.events if isinstance(e, ParticipantLeft) and e.user_id == "bob"]
     assert left, sfu.events
+
+
+async def test_an_h264_room_forwards_h264() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from core.clock import SystemClock
+    from loadtest.bot import Bot
+    from sfu.server import SfuConfig, SfuServer
+    from sfu.token import mint_join_token
+    from sfu.ws import sfu_routes
+    from tests.sfu.conftest import LOOPBACK, SECRET
+
+    server = SfuServer(SfuConfig(net=LOOPBACK, video_codec="h264"), SystemClock())
+    app = web.Application()
+    app.add_routes(sfu_routes(server, SECRET, SystemClock()))
+    test_server = TestServer(app, host="127.0.0.1")
+    await test_server.start_server()
+    url = str(test_server.make_url("/sfu/ws"))
+    server.create_room("h")
+    bots = [Bot(url, mint_join_token(SECRET, "h", u, SystemClock()), colour=c)
+            for u, c in (("a", RED), ("b", BLUE))]
+    try:
+        for bot in bots:
+            await bot.join()
+        await wait_for(lambda: all(b.received.video_frames >= 10 for b in bots))
+        assert close_to(bots[0].received.last_colour, BLUE)
+        assert close_to(bots[1].received.last_colour, RED)
+        producer = server.rooms["h"].transports["a"].producers["video"]
+        assert producer.stream.codec == "h264"
+    finally:
+        for bot in bots:
+            await bot.close()
+        await server.close()
+        await test_server.close()

@@ -53,6 +53,17 @@ async def test_expired_token(sfu: SfuHarness) -> None:
     assert close_code == 4401
 
 
+async def test_a_token_for_another_room(sfu: SfuHarness) -> None:
+    sfu.server.create_room("a")
+    sfu.server.create_room("b")
+    replies, close_code = await exchange(
+        sfu.url, {"type": "join", "token": sfu.token("a", "u"), "roomId": "b"})
+    assert replies == [{"type": "error", "code": "permission_denied",
+                        "message": "join token is for another room"}]
+    assert close_code == 4403
+    assert not sfu.server.rooms["a"].transports and not sfu.server.rooms["b"].transports
+
+
 async def test_unknown_room(sfu: SfuHarness) -> None:
     replies, close_code = await exchange(sfu.url, {"type": "join", "token": sfu.token("nope", "u")})
     assert replies[-1]["code"] == "not_found"

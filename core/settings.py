@@ -72,6 +72,13 @@ class Settings:
     sfu_turn_username: str | None
     sfu_turn_credential: str | None
     operator_token: str | None
+    guest_session_days: int
+    session_days: int
+    bcrypt_rounds: int
+    rate_login_per_hour: int
+    rate_signup_per_hour: int
+    rate_token_per_minute: int
+    trusted_proxies: tuple[str, ...]
 
     @property
     def is_sqlite(self) -> bool:
@@ -212,6 +219,25 @@ def _ice_urls(raw: str) -> tuple[str, ...]:
     return urls
 
 
+def _networks(raw: str) -> tuple[str, ...]:
+    found: list[str] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        try:
+            found.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP address or CIDR network") from None
+    return tuple(found)
+
+
+def _bcrypt_rounds(raw: str) -> int:
+    value = _positive_int(raw)
+    if not 4 <= value <= 16:
+        raise ValueError("expected 4 to 16 (12 in production)")
+    return value
+
+
 def _prefix(raw: str) -> str:
     if not re.match(r"^[A-Za-z0-9:._/-]*$", raw):
         raise ValueError("expected letters, digits and ':._/-'")
@@ -299,6 +325,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("operator_token", "NAPALMSKY_OPERATOR_TOKEN", _secret, None,
             "Bearer token (32+ chars) for operator endpoints such as room stats. Unset: those "
             "endpoints refuse every request.", secret=True),
+    Setting("guest_session_days", "NAPALMSKY_GUEST_SESSION_DAYS", _positive_int, "7",
+            "Days a guest's session token stays valid."),
+    Setting("session_days", "NAPALMSKY_SESSION_DAYS", _positive_int, "30",
+            "Days a permanent account's session token stays valid."),
+    Setting("bcrypt_rounds", "NAPALMSKY_BCRYPT_ROUNDS", _bcrypt_rounds, "12",
+            "bcrypt cost of password hashes (tests lower it for speed)."),
+    Setting("rate_login_per_hour", "NAPALMSKY_RATE_LOGIN_PER_HOUR", _positive_int, "5",
+            "Login attempts per client IP per hour (across nodes, through live state)."),
+    Setting("rate_signup_per_hour", "NAPALMSKY_RATE_SIGNUP_PER_HOUR", _positive_int, "20",
+            "Sign-ups (guest or registered) per client IP per hour."),
+    Setting("rate_token_per_minute", "NAPALMSKY_RATE_TOKEN_PER_MINUTE", _positive_int, "600",
+            "Authenticated requests per session token per minute."),
+    Setting("trusted_proxies", "NAPALMSKY_TRUSTED_PROXIES", _networks, "",
+            "Comma list of proxy addresses/CIDRs whose X-Forwarded-For is believed. Default: "
+            "none: the client IP is the TCP peer."),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
@@ -341,8 +382,9 @@ def load_settings(env: Mapping[str, str], *, hostname: str = "localhost") -> Set
         values["rtc_bind"] = ()
     if values["rtc_announce"] is None:
         values["rtc_announce"] = ()
-    if values["sfu_ice_servers"] is None:
-        values["sfu_ice_servers"] = ()
+    for key in ("sfu_ice_servers", "trusted_proxies"):
+        if values[key] is None:
+            values[key] = ()
     if values["rtc_announce"] and len(values["rtc_announce"]) != len(values["rtc_bind"]):
         raise SettingsError(
             "NAPALMSKY_RTC_ANNOUNCE: give one address per NAPALMSKY_RTC_BIND address"

@@ -153,6 +153,8 @@ class NewUser:
     invite_code_used: str | None = None
     my_invite_code: str | None = None
     invite_code_uses_remaining: int = 0
+    is_admin: bool = False
+    totp_secret: str | None = None
     user_id: UserId = field(default_factory=_new_user_id)
 
 
@@ -184,6 +186,8 @@ class User:
     banned_reason: str | None
     created_at: datetime
     updated_at: datetime
+    is_admin: bool = False
+    totp_secret: str | None = None
 
 
 class UserChanges(TypedDict, total=False):
@@ -209,6 +213,8 @@ class UserChanges(TypedDict, total=False):
     ban_status: BanStatus
     banned_at: datetime | None
     banned_reason: str | None
+    is_admin: bool
+    totp_secret: str | None
 
 
 USER_CHANGE_FIELDS: frozenset[str] = frozenset(UserChanges.__annotations__)
@@ -223,6 +229,8 @@ class Session:
     ip_address: str | None
     created_at: datetime
     expires_at: datetime
+    mfa: bool = False
+    """True when the session proved a second factor (admins' TOTP)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,8 +343,13 @@ class SessionRepository(Protocol):
         token_hash: str,
         ip_address: str | None,
         expires_at: datetime,
+        mfa: bool = False,
     ) -> Session:
         """`token_hash` is hash_session_token(token). NotFound when the user does not exist."""
+        ...
+
+    async def list_for_user(self, user_id: UserId) -> list[Session]:
+        """The user's unexpired sessions (to revoke them everywhere, caches included)."""
         ...
 
     async def get_by_token_hash(self, token_hash: str) -> Session | None:

@@ -1,4 +1,4 @@
-"""The `napalmsky` command: serve, migrate, config, sfu-token."""
+"""The `napalmsky` command: serve, migrate, config, sfu-token, admin."""
 
 from __future__ import annotations
 
@@ -154,6 +154,35 @@ def cmd_sfu_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+async def _create_admin(settings: Settings, email: str, name: str) -> tuple[str, str]:
+    import secrets
+
+    from adapters.live import MemoryLiveState
+    from adapters.sql import SqlStore, create_engine
+    from core.clock import SystemClock
+    from napalmsky.composition import make_accounts
+
+    clock = SystemClock()
+    store = SqlStore(create_engine(settings.database_url), clock)
+    try:
+        password = secrets.token_urlsafe(18)
+        accounts = make_accounts(settings, store, MemoryLiveState(clock), clock)
+        _user, uri = await accounts.create_admin(email, name, password)
+        return password, uri
+    finally:
+        await store.close()
+
+
+def cmd_admin_create(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    settings = _settings(env, {})
+    prepare_database(settings)
+    password, uri = asyncio.run(_create_admin(settings, args.email, args.name))
+    print(f"admin {args.email} created. Shown once, keep them safe:")
+    print(f"password: {password}")
+    print(f"TOTP provisioning URI (scan it into an authenticator app): {uri}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="napalmsky",
@@ -191,6 +220,17 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--user", required=True, help="user id")
     token.add_argument("--ttl", type=int, default=300, help="seconds the token is valid (300)")
     token.set_defaults(func=cmd_sfu_token)
+
+    admin = sub.add_parser("admin", help="manage admin accounts",
+                           description="Manage admin accounts.")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True, metavar="ACTION")
+    create = admin_sub.add_parser(
+        "create", help="create an admin with a generated password and a TOTP secret",
+        description="Create a permanent admin account. Prints its generated password and the "
+        "TOTP provisioning URI once; admin routes need the TOTP code.")
+    create.add_argument("--email", required=True, help="the admin's email (their login)")
+    create.add_argument("--name", required=True, help="the admin's display name")
+    create.set_defaults(func=cmd_admin_create)
     return top
 
 

@@ -12,6 +12,8 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
+from importlib.metadata import version
 from pathlib import Path
 
 from aiohttp import web
@@ -19,12 +21,18 @@ from prometheus_client import CollectorRegistry
 
 from adapters.blobs import LocalBlobStore, S3BlobStore
 from adapters.live import MemoryBus, MemoryLiveState, RedisBus, RedisLiveState
+from adapters.passwords import BcryptHasher
 from adapters.sql import SqlStore, create_engine
 from api.blobs import blob_routes
+from api.clientip import parse_networks
+from api.endpoints import routes as endpoint_routes
 from api.health import Probe, health_routes
 from api.metrics import HttpMetrics, metrics_middleware, metrics_routes, new_registry
 from api.middleware import error_middleware, request_id_middleware
+from api.ratelimit import RateLimiter
+from api.v1 import ApiContext, Limits, api_endpoints, openapi_endpoint
 from core import context
+from core.accounts import AccountService, SessionPolicy
 from core.blobs import BlobStore
 from core.clock import Clock, SystemClock
 from core.live import Bus, LiveState
@@ -39,6 +47,7 @@ from web import STATIC_DIR
 
 log = logging.getLogger(__name__)
 
+__version__ = version("napalmsky")
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
 
 
@@ -72,6 +81,7 @@ SERVICES = web.AppKey("services", Services)
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 SFU = web.AppKey("sfu", SfuServer)
+API = web.AppKey("api", ApiContext)
 
 
 def describe_mode(settings: Settings) -> str:
@@ -132,6 +142,28 @@ def make_sfu(settings: Settings, clock: Clock) -> SfuServer:
     return SfuServer(SfuConfig(net=net, video_codec=settings.sfu_video_codec), clock)
 
 
+def make_accounts(settings: Settings, store: Store, live: LiveState,
+                  clock: Clock) -> AccountService:
+    policy = SessionPolicy(guest_ttl=timedelta(days=settings.guest_session_days),
+                           permanent_ttl=timedelta(days=settings.session_days))
+    return AccountService(store, live, BcryptHasher(settings.bcrypt_rounds), clock, policy)
+
+
+def make_api_context(services: Services) -> ApiContext:
+    settings = services.settings
+    return ApiContext(
+        accounts=make_accounts(settings, services.store, services.live, services.clock),
+        store=services.store,
+        blobs=services.blobs,
+        limiter=RateLimiter(services.live),
+        clock=services.clock,
+        limits=Limits(login_per_hour=settings.rate_login_per_hour,
+                      signup_per_hour=settings.rate_signup_per_hour,
+                      token_per_minute=settings.rate_token_per_minute),
+        trusted_proxies=parse_networks(settings.trusted_proxies),
+    )
+
+
 def make_blob_store(settings: Settings, clock: Clock) -> BlobStore:
     if settings.s3_bucket:
         return S3BlobStore(
@@ -175,6 +207,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
                  settings.node_id, settings.region, ",".join(sorted(settings.roles)))
         services = await open_services(settings, clock, blobs)
         app[SERVICES] = services
+        app[API] = make_api_context(services)
         try:
             yield
         finally:
@@ -215,6 +248,9 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
             await sfu.close()
 
         app.cleanup_ctx.append(sfu_ctx)
+    if Role.API in settings.roles:
+        endpoints = api_endpoints(lambda: app[API])
+        app.add_routes(endpoint_routes([*endpoints, openapi_endpoint(endpoints, __version__)]))
     app.add_routes(_web_routes())
     return app
 

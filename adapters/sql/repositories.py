@@ -153,6 +153,8 @@ def _user(row: RowMapping) -> User:
         banned_reason=row["banned_reason"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        is_admin=bool(row["is_admin"]),
+        totp_secret=row["totp_secret"],
     )
 
 
@@ -167,6 +169,7 @@ def _session(row: RowMapping) -> Session:
         ip_address=row["ip_address"],
         created_at=row["created_at"],
         expires_at=row["expires_at"],
+        mfa=bool(row["mfa"]),
     )
 
 
@@ -365,6 +368,8 @@ class SqlUserRepository:
             "banned_reason": None,
             "created_at": now,
             "updated_at": now,
+            "is_admin": bool(user.is_admin),
+            "totp_secret": user.totp_secret,
         }
         _check_lengths(t.users, values)
         async with self._db.tx(
@@ -413,7 +418,10 @@ class SqlUserRepository:
             values["socials"] = dict(values["socials"])
         if "invite_code_uses_remaining" in values:
             _count(values["invite_code_uses_remaining"], "invite_code_uses_remaining")
-        for key in ("name", "gender", "account_type", "socials", "paid_status", "ban_status"):
+        if "is_admin" in values and not isinstance(values["is_admin"], bool):
+            raise InvalidArgument("is_admin must be a boolean")
+        for key in ("name", "gender", "account_type", "socials", "paid_status", "ban_status",
+                    "is_admin"):
             if key in values and values[key] is None:
                 raise InvalidArgument(f"{key} cannot be empty")
         _check_lengths(t.users, values)
@@ -489,6 +497,7 @@ class SqlSessionRepository:
         token_hash: str,
         ip_address: str | None,
         expires_at: datetime,
+        mfa: bool = False,
     ) -> Session:
         if not isinstance(token_hash, str) or not _TOKEN_HASH.match(token_hash):
             raise InvalidArgument("token_hash must be a hex SHA-256 digest")
@@ -498,6 +507,7 @@ class SqlSessionRepository:
             "ip_address": ip_address,
             "created_at": self._db.now(),
             "expires_at": _time(expires_at, "expires_at"),
+            "mfa": bool(mfa),
         }
         _check_lengths(t.sessions, values)
         async with self._db.tx(
@@ -521,6 +531,20 @@ class SqlSessionRepository:
                 )
             ).first()
         return None if row is None else _session(row._mapping)
+
+    async def list_for_user(self, user_id: UserId) -> list[Session]:
+        if not is_uuid(user_id):
+            return []
+        s = t.sessions
+        async with self._db.tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(s)
+                    .where(s.c.user_id == user_id, s.c.expires_at > self._db.now())
+                    .order_by(s.c.created_at)
+                )
+            ).all()
+        return [_session(row._mapping) for row in rows]
 
     async def delete(self, token_hash: str) -> bool:
         async with self._db.tx() as conn:

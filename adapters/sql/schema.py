@@ -61,6 +61,8 @@ users = sa.Table(
     sa.Column("banned_reason", sa.Text, nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("totp_secret", sa.String(64), nullable=True),
     sa.CheckConstraint("gender IN ('female', 'male', 'nonbinary', 'unspecified')", name="gender"),
     sa.CheckConstraint("account_type IN ('guest', 'permanent')", name="account_type"),
     sa.Index("ix_users_paid_status", "paid_status"),
@@ -76,6 +78,7 @@ sessions = sa.Table(
     sa.Column("ip_address", sa.String(45), nullable=True),
     sa.Column("created_at", UtcDateTime(), nullable=False),
     sa.Column("expires_at", UtcDateTime(), nullable=False),
+    sa.Column("mfa", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_sessions_user_id", "user_id"),
     sa.Index("ix_sessions_expires_at", "expires_at"),
 )

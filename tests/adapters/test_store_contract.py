@@ -335,6 +335,32 @@ async def test_session_lifecycle(backend: Backend) -> None:
     assert await s.sessions.get_by_token_hash(token_hash) is None
 
 
+async def test_sessions_listed_per_user_with_second_factor_flag(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    plain = await s.sessions.create(ada.user_id, hash_session_token("a1"), None,
+                                    backend.now() + HOUR)
+    strong = await s.sessions.create(ada.user_id, hash_session_token("a2"), None,
+                                     backend.now() + HOUR, mfa=True)
+    await s.sessions.create(bob.user_id, hash_session_token("b1"), None, backend.now() + HOUR)
+    assert plain.mfa is False and strong.mfa is True
+    listed = await s.sessions.list_for_user(ada.user_id)
+    assert {x.token_hash for x in listed} == {plain.token_hash, strong.token_hash}
+    assert (await s.sessions.get_by_token_hash(strong.token_hash)) == strong
+    assert await s.sessions.list_for_user(UserId("not-a-uuid")) == []
+
+
+async def test_admin_flag_and_totp_secret_round_trip(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    assert ada.is_admin is False and ada.totp_secret is None
+    updated = await s.users.update(ada.user_id, {"is_admin": True, "totp_secret": "JBSWY3DP"})
+    assert updated.is_admin is True and updated.totp_secret == "JBSWY3DP"
+    assert (await s.users.get(ada.user_id)) == updated
+    with pytest.raises(InvalidArgument):
+        await s.users.update(ada.user_id, {"is_admin": None})  # type: ignore[typeddict-item]
+
+
 async def test_session_for_unknown_user_is_not_found(backend: Backend) -> None:
     with pytest.raises(NotFound):
         await backend.store.sessions.create(

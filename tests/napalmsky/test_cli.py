@@ -35,7 +35,9 @@ def napalmsky(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedPro
     )
 
 
-@pytest.mark.parametrize("args", [[], ["serve"], ["migrate"], ["config"], ["sfu-token"]])
+@pytest.mark.parametrize(
+    "args", [[], ["serve"], ["migrate"], ["config"], ["sfu-token"], ["admin", "create"]]
+)
 def test_help(tmp_path: Path, args: list[str]) -> None:
     result = napalmsky(tmp_path, *args, "--help")
     assert result.returncode == 0
@@ -155,3 +157,17 @@ def test_sfu_token_is_accepted_by_the_node(tmp_path: Path) -> None:
     bad = napalmsky(tmp_path, "sfu-token", "--room", "", "--user", "u1")
     assert bad.returncode == 1
     assert "room must be" in bad.stderr
+
+
+def test_admin_create_prints_password_and_totp_uri_once(tmp_path: Path) -> None:
+    result = napalmsky(tmp_path, "admin", "create", "--email", "Root@Example.com",
+                       "--name", "Root", NAPALMSKY_BCRYPT_ROUNDS="4")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    password = next(line.split(": ", 1)[1] for line in lines if line.startswith("password: "))
+    assert len(password) >= 20
+    assert any("otpauth://totp/Napalm%20Sky:root%40example.com?secret=" in line for line in lines)
+    again = napalmsky(tmp_path, "admin", "create", "--email", "root@example.com",
+                      "--name", "Root", NAPALMSKY_BCRYPT_ROUNDS="4")
+    assert again.returncode == 1
+    assert "already exists" in again.stderr

@@ -1,0 +1,128 @@
+"""Endpoint declarations: one list drives both the aiohttp routes and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from api.middleware import STATUS_BY_CODE
+from api.schemas import ErrorResponse
+from core.errors import ErrorCode, InvalidArgument, UnsupportedMediaType
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Auth = Literal["none", "user", "admin"]
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    auth: Auth = "none"
+    request: type[BaseModel] | None = None
+    request_media: tuple[str, ...] = ()  # a raw body (uploads) instead of a JSON `request`
+    response: type[BaseModel] | None = None
+    status: int = 200
+    errors: tuple[ErrorCode, ...] = ()
+
+    def error_codes(self) -> list[ErrorCode]:
+        codes = set(self.errors) | {ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE}
+        if self.request is not None or self.request_media:
+            codes |= {ErrorCode.INVALID_ARGUMENT}
+        if self.auth != "none":
+            codes.add(ErrorCode.UNAUTHENTICATED)
+        if self.auth == "admin":
+            codes.add(ErrorCode.PERMISSION_DENIED)
+        return sorted(codes, key=lambda c: (STATUS_BY_CODE[c], c.value))
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    """The request's JSON body as `model`; InvalidArgument with a readable reason otherwise."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("request body must be application/json")
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise InvalidArgument("request body is not valid JSON") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise InvalidArgument(f"{where}: {first['msg']}") from None
+
+
+def dump(model: BaseModel, status: int = 200) -> web.Response:
+    return web.json_response(model.model_dump(mode="json"), status=status)
+
+
+def routes(endpoints: Sequence[Endpoint]) -> list[web.RouteDef]:
+    return [web.route(e.method, e.path, e.handler) for e in endpoints]
+
+
+def openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+
+    def ref(model: type[BaseModel]) -> dict[str, str]:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+        return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+    error_ref = ref(ErrorResponse)
+    paths: dict[str, dict[str, Any]] = {}
+    for e in endpoints:
+        operation: dict[str, Any] = {
+            "summary": e.summary,
+            "operationId": f"{e.method.lower()}_{e.path.strip('/').replace('/', '_')}"
+            .replace("{", "").replace("}", "").replace("-", "_"),
+            "responses": {},
+        }
+        if e.auth != "none":
+            operation["security"] = [{"bearerAuth": []}]
+            if e.auth == "admin":
+                operation["description"] = "Admins only, with a session that passed TOTP."
+        params = [p[1:-1] for p in e.path.split("/") if p.startswith("{")]
+        if params:
+            operation["parameters"] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in params
+            ]
+        if e.request is not None:
+            operation["requestBody"] = {
+                "required": True, "content": {"application/json": {"schema": ref(e.request)}}}
+        elif e.request_media:
+            operation["requestBody"] = {"required": True, "content": {
+                m: {"schema": {"type": "string", "contentMediaType": m}} for m in e.request_media
+            }}
+        if e.response is not None:
+            operation["responses"][str(e.status)] = {
+                "description": "OK", "content": {"application/json": {"schema": ref(e.response)}}}
+        else:
+            operation["responses"][str(e.status)] = {"description": "Done"}
+        by_status: dict[int, list[str]] = {}
+        for code in e.error_codes():
+            by_status.setdefault(STATUS_BY_CODE[code], []).append(code.value)
+        for status, codes in sorted(by_status.items()):
+            operation["responses"][str(status)] = {
+                "description": "error code: " + ", ".join(codes),
+                "content": {"application/json": {"schema": error_ref}},
+            }
+        paths.setdefault(e.path, {})[e.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
+    }

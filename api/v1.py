@@ -1,0 +1,258 @@
+"""REST API v1: accounts, sessions, profiles, selfies, admin."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from api.clientip import IPNetwork, client_ip
+from api.endpoints import Endpoint, dump, openapi, parse_body
+from api.ratelimit import RateLimiter
+from api.schemas import (
+    AdminUser,
+    AuthResponse,
+    CallSummaryOut,
+    GuestRequest,
+    LoginRequest,
+    Me,
+    MetricsResponse,
+    ProfilePatch,
+    PublicUser,
+    RegisterRequest,
+    SelfieResponse,
+    TotpRequest,
+    UpgradeRequest,
+)
+from core.accounts import AccountService, AuthContext, SignedIn, check_name
+from core.blobs import BlobStore
+from core.clock import Clock, utcnow
+from core.errors import ErrorCode, NotFound, PayloadTooLarge, Unauthenticated
+from core.ids import UserId, is_uuid
+from core.store import Store, User, UserChanges
+from recorder.selfie import MAX_UPLOAD_BYTES, process_selfie_async
+
+PREFIX = "/api/v1"
+HOUR = 3600.0
+MINUTE = 60.0
+SELFIE_URL_TTL = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    login_per_hour: int = 5
+    signup_per_hour: int = 20
+    token_per_minute: int = 600
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    accounts: AccountService
+    store: Store
+    blobs: BlobStore
+    limiter: RateLimiter
+    clock: Clock
+    limits: Limits
+    trusted_proxies: tuple[IPNetwork, ...]
+
+
+def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
+    """The v1 endpoints; `get` returns the context once the app's services are open."""
+
+    def ip_of(request: web.Request) -> str:
+        return client_ip(request.remote, request.headers.getall("X-Forwarded-For", []),
+                         get().trusted_proxies)
+
+    async def authed(request: web.Request) -> AuthContext:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("missing bearer token")
+        ctx = get()
+        auth = await ctx.accounts.authenticate(token.strip())
+        await ctx.limiter.hit(f"token:{auth.token_hash[:32]}", ctx.limits.token_per_minute,
+                              MINUTE, "requests")
+        return auth
+
+    async def me_of(user: User) -> Me:
+        return Me(**(await public_fields(user)), accountType=user.account_type.value,
+                  email=user.email, isAdmin=user.is_admin, createdAt=user.created_at)
+
+    async def public_fields(user: User) -> dict[str, Any]:
+        selfie = None
+        if user.selfie_url:
+            selfie = await get().blobs.url(user.selfie_url, SELFIE_URL_TTL)
+        return {"id": user.user_id, "name": user.name, "gender": user.gender,
+                "selfieUrl": selfie, "socials": dict(user.socials)}
+
+    async def signed_in(result: SignedIn, status: int) -> web.Response:
+        return dump(AuthResponse(token=result.token, user=await me_of(result.user)), status)
+
+    # ---- auth ----
+
+    async def guest(request: web.Request) -> web.Response:
+        ctx, ip = get(), ip_of(request)
+        await ctx.limiter.hit(f"signup:{ip}", ctx.limits.signup_per_hour, HOUR, "sign-ups")
+        body = await parse_body(request, GuestRequest)
+        return await signed_in(await ctx.accounts.sign_up_guest(body.name, body.gender, ip), 201)
+
+    async def register(request: web.Request) -> web.Response:
+        ctx, ip = get(), ip_of(request)
+        await ctx.limiter.hit(f"signup:{ip}", ctx.limits.signup_per_hour, HOUR, "sign-ups")
+        body = await parse_body(request, RegisterRequest)
+        result = await ctx.accounts.register(body.email, body.password, body.name, body.gender,
+                                             ip)
+        return await signed_in(result, 201)
+
+    async def login(request: web.Request) -> web.Response:
+        ctx, ip = get(), ip_of(request)
+        await ctx.limiter.hit(f"login:{ip}", ctx.limits.login_per_hour, HOUR, "login attempts")
+        body = await parse_body(request, LoginRequest)
+        return await signed_in(await ctx.accounts.login(body.email, body.password, ip), 200)
+
+    async def upgrade(request: web.Request) -> web.Response:
+        auth = await authed(request)
+        body = await parse_body(request, UpgradeRequest)
+        result = await get().accounts.upgrade(auth, body.email, body.password, ip_of(request))
+        return await signed_in(result, 200)
+
+    async def logout(request: web.Request) -> web.Response:
+        await get().accounts.logout(await authed(request))
+        return web.Response(status=204)
+
+    async def logout_all(request: web.Request) -> web.Response:
+        await get().accounts.logout_all(await authed(request))
+        return web.Response(status=204)
+
+    async def totp(request: web.Request) -> web.Response:
+        auth = await authed(request)
+        body = await parse_body(request, TotpRequest)
+        result = await get().accounts.verify_second_factor(auth, body.code, ip_of(request))
+        return await signed_in(result, 200)
+
+    # ---- profiles ----
+
+    async def get_me(request: web.Request) -> web.Response:
+        user = await get().accounts.user(await authed(request))
+        return dump(await me_of(user))
+
+    async def patch_me(request: web.Request) -> web.Response:
+        auth = await authed(request)
+        body = await parse_body(request, ProfilePatch)
+        changes: UserChanges = {}
+        if body.name is not None:
+            changes["name"] = check_name(body.name)
+        if body.gender is not None:
+            changes["gender"] = body.gender
+        if body.socials is not None:
+            changes["socials"] = body.socials
+        ctx = get()
+        user = await ctx.accounts.user(auth)
+        if changes:
+            user = await ctx.store.users.update(user.user_id, changes)
+        return dump(await me_of(user))
+
+    async def get_user(request: web.Request) -> web.Response:
+        await authed(request)
+        user_id = request.match_info["user_id"]
+        user = await get().store.users.get(UserId(user_id)) if is_uuid(user_id) else None
+        if user is None:
+            raise NotFound("user not found")
+        return dump(PublicUser(**(await public_fields(user))))
+
+    async def my_metrics(request: web.Request) -> web.Response:
+        user = await get().accounts.user(await authed(request))
+        return dump(MetricsResponse(
+            timerTotalSeconds=user.timer_total_seconds, sessionCount=user.session_count,
+            lastSessions=[CallSummaryOut(partnerId=s.partner_id, partnerName=s.partner_name,
+                                         roomId=s.room_id, durationSeconds=s.duration_seconds,
+                                         endedAt=s.ended_at) for s in user.last_sessions],
+        ))
+
+    async def put_selfie(request: web.Request) -> web.Response:
+        auth = await authed(request)
+        if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
+            raise PayloadTooLarge("image is larger than 5 MB")
+        data = bytearray()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            data += chunk
+            if len(data) > MAX_UPLOAD_BYTES:
+                raise PayloadTooLarge("image is larger than 5 MB")
+        image = await process_selfie_async(bytes(data))
+        ctx = get()
+        user = await ctx.accounts.user(auth)
+        key = f"selfies/{user.user_id}/{secrets.token_hex(8)}.jpg"
+        await ctx.blobs.put(key, image.data, image.content_type)
+        old = user.selfie_url
+        await ctx.store.users.update(user.user_id, {"selfie_url": key})
+        if old and old != key:
+            await ctx.blobs.delete(old)
+        url = await ctx.blobs.url(key, SELFIE_URL_TTL)
+        expires = utcnow(ctx.clock) + timedelta(seconds=SELFIE_URL_TTL)
+        return dump(SelfieResponse(url=url, expiresAt=expires))
+
+    # ---- admin ----
+
+    async def admin_get_user(request: web.Request) -> web.Response:
+        auth = await authed(request)
+        ctx = get()
+        await ctx.accounts.require_admin(auth)
+        user_id = request.match_info["user_id"]
+        user = await ctx.store.users.get(UserId(user_id)) if is_uuid(user_id) else None
+        if user is None:
+            raise NotFound("user not found")
+        me = await me_of(user)
+        return dump(AdminUser(**me.model_dump(), banStatus=user.ban_status.value,
+                              paidStatus=user.paid_status.value))
+
+    E = ErrorCode
+    endpoints = [
+        Endpoint("POST", f"{PREFIX}/auth/guest", guest, "Sign up as a guest",
+                 request=GuestRequest, response=AuthResponse, status=201),
+        Endpoint("POST", f"{PREFIX}/auth/register", register, "Create a permanent account",
+                 request=RegisterRequest, response=AuthResponse, status=201,
+                 errors=(E.ALREADY_EXISTS,)),
+        Endpoint("POST", f"{PREFIX}/auth/login", login, "Sign in with email and password",
+                 request=LoginRequest, response=AuthResponse, errors=(E.UNAUTHENTICATED,)),
+        Endpoint("POST", f"{PREFIX}/auth/upgrade", upgrade,
+                 "Turn a guest into a permanent account (same id; the token rotates)",
+                 auth="user", request=UpgradeRequest, response=AuthResponse,
+                 errors=(E.ALREADY_EXISTS,)),
+        Endpoint("POST", f"{PREFIX}/auth/logout", logout, "Revoke this token", auth="user",
+                 status=204),
+        Endpoint("POST", f"{PREFIX}/auth/logout-all", logout_all,
+                 "Revoke every token of this user", auth="user", status=204),
+        Endpoint("POST", f"{PREFIX}/auth/totp", totp,
+                 "Admins: prove the TOTP code (the token rotates to an admin session)",
+                 auth="user", request=TotpRequest, response=AuthResponse,
+                 errors=(E.PERMISSION_DENIED,)),
+        Endpoint("GET", f"{PREFIX}/me", get_me, "My profile", auth="user", response=Me),
+        Endpoint("PATCH", f"{PREFIX}/me", patch_me, "Change my name, gender or socials",
+                 auth="user", request=ProfilePatch, response=Me),
+        Endpoint("GET", f"{PREFIX}/me/metrics", my_metrics, "My call metrics", auth="user",
+                 response=MetricsResponse),
+        Endpoint("PUT", f"{PREFIX}/me/selfie", put_selfie,
+                 "Upload my selfie (JPEG, PNG or WebP, at most 5 MB)", auth="user",
+                 request_media=("image/jpeg", "image/png", "image/webp"),
+                 response=SelfieResponse,
+                 errors=(E.PAYLOAD_TOO_LARGE, E.UNSUPPORTED_MEDIA_TYPE)),
+        Endpoint("GET", f"{PREFIX}/users/{{user_id}}", get_user, "A user's public profile",
+                 auth="user", response=PublicUser, errors=(E.NOT_FOUND,)),
+        Endpoint("GET", f"{PREFIX}/admin/users/{{user_id}}", admin_get_user,
+                 "Admins: a user's account", auth="admin", response=AdminUser,
+                 errors=(E.NOT_FOUND,)),
+    ]
+    return endpoints
+
+
+def openapi_endpoint(endpoints: Sequence[Endpoint], version: str) -> Endpoint:
+    document = openapi(endpoints, title="Napalm Sky API", version=version)
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    return Endpoint("GET", f"{PREFIX}/openapi.json", serve, "This document")

@@ -1,0 +1,482 @@
+"""REST API v1 end to end through the node app, on SQLite and on the real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+from aiohttp.test_utils import TestClient
+from PIL import Image
+from pytest_aiohttp import AiohttpClient
+
+from adapters.sql.migrate import upgrade
+from api.v1 import PREFIX, api_endpoints
+from core.clock import FakeClock
+from core.settings import load_settings
+from napalmsky.composition import API, build_app
+
+FAST = {"NAPALMSKY_BCRYPT_ROUNDS": "4", "NAPALMSKY_RATE_TOKEN_PER_MINUTE": "100000",
+        "NAPALMSKY_RATE_SIGNUP_PER_HOUR": "100000", "NAPALMSKY_RATE_LOGIN_PER_HOUR": "100000",
+        "NAPALMSKY_ROLES": "api"}
+PASSWORD = "correct horse battery staple"
+
+
+@dataclass
+class Api:
+    client: TestClient
+    clock: FakeClock
+
+    async def call(self, method: str, path: str, token: str | None = None,
+                   json: Any = None, **kw: Any) -> tuple[int, Any]:
+        headers = dict(kw.pop("headers", {}))
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        resp = await self.client.request(method, PREFIX + path, json=json, headers=headers, **kw)
+        body = await resp.json() if resp.content_type == "application/json" else await resp.read()
+        return resp.status, body
+
+    async def guest(self, name: str = "Ada") -> tuple[str, dict[str, Any]]:
+        status, body = await self.call("POST", "/auth/guest", json={"name": name,
+                                                                   "gender": "female"})
+        assert status == 201, body
+        return body["token"], body["user"]
+
+    async def register(self, email: str | None = None) -> tuple[str, dict[str, Any]]:
+        email = email or f"{uuid.uuid4().hex[:10]}@example.com"
+        status, body = await self.call("POST", "/auth/register", json={
+            "email": email, "password": PASSWORD, "name": "Bo", "gender": "male"})
+        assert status == 201, body
+        return body["token"], body["user"]
+
+
+_migrated: set[str] = set()
+
+
+async def make_api(aiohttp_client: AiohttpClient, tmp_path: Path, extra: dict[str, str],
+                   database_url: str | None = None) -> Api:
+    env = {"NAPALMSKY_DATA_DIR": str(tmp_path), **FAST, **extra}
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    settings = load_settings(env)
+    if settings.database_url not in _migrated:
+        await asyncio.to_thread(upgrade, settings.database_url)
+        if database_url:
+            _migrated.add(settings.database_url)
+    clock = FakeClock(start=time.time())
+    client = await aiohttp_client(build_app(settings, clock=clock))
+    return Api(client, clock)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """None for the embedded SQLite; the session's PostgreSQL database otherwise."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_database").url)
+    return None
+
+
+@pytest.fixture
+async def api(aiohttp_client: AiohttpClient, tmp_path: Path,
+              database_url: str | None) -> AsyncIterator[Api]:
+    yield await make_api(aiohttp_client, tmp_path, {}, database_url)
+
+
+def error(body: Any) -> str:
+    return str(body["error"]["code"])
+
+
+# ---- sign-up and sign-in ----
+
+
+async def test_guest_sign_up(api: Api) -> None:
+    token, user = await api.guest("  Ada   Lovelace ")
+    assert len(token) >= 40
+    assert user["name"] == "Ada Lovelace" and user["accountType"] == "guest"
+    assert user["email"] is None and user["isAdmin"] is False
+    assert "passwordHash" not in user and "password_hash" not in user
+    status, me = await api.call("GET", "/me", token)
+    assert status == 200 and me["id"] == user["id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ("{not json", 400, "invalid_argument"),
+        ({"name": "Ada"}, 400, "invalid_argument"),
+        ({"name": "Ada", "gender": "robot"}, 400, "invalid_argument"),
+        ({"name": "x" * 51, "gender": "female"}, 400, "invalid_argument"),
+        ({"name": "   ", "gender": "female"}, 400, "invalid_argument"),
+        ({"name": "Ada", "gender": "female", "admin": True}, 400, "invalid_argument"),
+        ([1, 2], 400, "invalid_argument"),
+    ],
+)
+async def test_guest_bad_input(api: Api, body: Any, status: int, code: str) -> None:
+    kwargs: dict[str, Any] = ({"data": body, "headers": {"Content-Type": "application/json"}}
+                              if isinstance(body, str) else {"json": body})
+    got, reply = await api.call("POST", "/auth/guest", **kwargs)
+    assert (got, error(reply)) == (status, code)
+    assert "Traceback" not in str(reply)
+
+
+async def test_wrong_content_type(api: Api) -> None:
+    status, body = await api.call("POST", "/auth/guest", data=b"name=Ada",
+                                  headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert (status, error(body)) == (415, "unsupported_media_type")
+
+
+async def test_oversized_json_body(api: Api) -> None:
+    status, body = await api.call("POST", "/auth/guest",
+                                  data=io.BytesIO(b"{" + b" " * (2 << 20) + b"}"),
+                                  headers={"Content-Type": "application/json"})
+    assert (status, error(body)) == (413, "payload_too_large")
+
+
+async def test_register_and_login(api: Api) -> None:
+    email = f"{uuid.uuid4().hex[:8]}@Example.COM"
+    token, user = await api.register(email)
+    assert user["email"] == email.lower() and user["accountType"] == "permanent"
+    status, body = await api.call("POST", "/auth/login", json={"email": email.upper(),
+                                                              "password": PASSWORD})
+    assert status == 200 and body["user"]["id"] == user["id"] and body["token"] != token
+
+
+async def test_taken_email_is_already_exists(api: Api) -> None:
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    await api.register(email)
+    status, body = await api.call("POST", "/auth/register", json={
+        "email": email.upper(), "password": PASSWORD, "name": "X", "gender": "male"})
+    assert (status, error(body)) == (409, "already_exists")
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "message"),
+    [
+        ("not-an-email", PASSWORD, "email is not a valid address"),
+        ("a@example.com", "short", "password must be at least 10 characters"),
+        ("a@example.com", "password123", "password is too common"),
+        ("a@example.com", "Password123!", "password is too common"),
+        ("a@example.com", "é" * 40, "password must be at most 72 bytes"),
+    ],
+)
+async def test_register_refuses_bad_credentials(api: Api, email: str, password: str,
+                                                message: str) -> None:
+    status, body = await api.call("POST", "/auth/register", json={
+        "email": email, "password": password, "name": "X", "gender": "male"})
+    assert status == 400 and body["error"] == {"code": "invalid_argument", "message": message}
+
+
+async def test_failed_login_never_says_whether_the_email_exists(api: Api) -> None:
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    await api.register(email)
+    wrong = await api.call("POST", "/auth/login", json={"email": email, "password": "nope" * 3})
+    unknown = await api.call("POST", "/auth/login",
+                             json={"email": "nobody-" + email, "password": "nope" * 3})
+    assert wrong == unknown == (401, {"error": {"code": "unauthenticated",
+                                                "message": "invalid email or password"}})
+
+
+async def test_upgrade_keeps_the_id_and_rotates_the_token(api: Api) -> None:
+    token, user = await api.guest()
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    status, body = await api.call("POST", "/auth/upgrade", token,
+                                  json={"email": email, "password": PASSWORD})
+    assert status == 200
+    assert body["user"]["id"] == user["id"] and body["user"]["accountType"] == "permanent"
+    assert (await api.call("GET", "/me", token))[0] == 401  # the old token is gone
+    assert (await api.call("GET", "/me", body["token"]))[0] == 200
+    again = await api.call("POST", "/auth/upgrade", body["token"],
+                           json={"email": "x" + email, "password": PASSWORD})
+    assert again[0] == 400
+    login = await api.call("POST", "/auth/login", json={"email": email, "password": PASSWORD})
+    assert login[0] == 200 and login[1]["user"]["id"] == user["id"]
+
+
+async def test_upgrade_to_a_taken_email(api: Api) -> None:
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    await api.register(email)
+    token, _ = await api.guest()
+    status, body = await api.call("POST", "/auth/upgrade", token,
+                                  json={"email": email, "password": PASSWORD})
+    assert (status, error(body)) == (409, "already_exists")
+    assert (await api.call("GET", "/me", token))[0] == 200  # nothing changed
+
+
+async def test_logout_and_logout_all(api: Api) -> None:
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    first, _ = await api.register(email)
+    creds = {"email": email, "password": PASSWORD}
+    second = (await api.call("POST", "/auth/login", json=creds))[1]["token"]
+    third = (await api.call("POST", "/auth/login", json=creds))[1]["token"]
+    other, _ = await api.guest("Other")
+    assert (await api.call("POST", "/auth/logout", first))[0] == 204
+    assert (await api.call("GET", "/me", first))[0] == 401
+    assert (await api.call("GET", "/me", second))[0] == 200
+    assert (await api.call("POST", "/auth/logout-all", second))[0] == 204
+    assert (await api.call("GET", "/me", second))[0] == 401
+    assert (await api.call("GET", "/me", third))[0] == 401
+    assert (await api.call("GET", "/me", other))[0] == 200
+
+
+async def test_sessions_expire(api: Api) -> None:
+    token, _ = await api.guest()
+    api.clock.advance(7 * 86400 - 60)
+    assert (await api.call("GET", "/me", token))[0] == 200
+    api.clock.advance(120)
+    status, body = await api.call("GET", "/me", token)
+    assert (status, error(body)) == (401, "unauthenticated")
+
+
+# ---- profiles ----
+
+
+async def test_profile_patch_and_socials(api: Api) -> None:
+    token, _ = await api.guest()
+    status, me = await api.call("PATCH", "/me", token, json={
+        "name": "Ada L", "gender": "nonbinary",
+        "socials": {"instagram": "@ada.l", "website": "https://ada.example.com/me"}})
+    assert status == 200
+    assert (me["name"], me["gender"]) == ("Ada L", "nonbinary")
+    assert me["socials"] == {"instagram": "@ada.l", "website": "https://ada.example.com/me"}
+    for socials in ({"website": "http://ada.example.com"}, {"myspace": "ada"},
+                    {"instagram": "bad handle!"}, {"x": "https://" + "a" * 300}):
+        status, body = await api.call("PATCH", "/me", token, json={"socials": socials})
+        assert (status, error(body)) == (400, "invalid_argument"), socials
+    assert (await api.call("GET", "/me", token))[1]["socials"] == me["socials"]
+
+
+async def test_public_profile_shows_public_fields_only(api: Api) -> None:
+    token, _ = await api.guest()
+    _, other = await api.register()
+    status, body = await api.call("GET", f"/users/{other['id']}", token)
+    assert status == 200
+    assert set(body) == {"id", "name", "gender", "selfieUrl", "socials"}
+    for path in (f"/users/{uuid.uuid4()}", "/users/not-a-uuid"):
+        status, body = await api.call("GET", path, token)
+        assert (status, error(body)) == (404, "not_found")
+
+
+async def test_my_metrics(api: Api) -> None:
+    from core.ids import RoomId, UserId
+    from core.store import CallSummary
+
+    token, user = await api.guest()
+    status, body = await api.call("GET", "/me/metrics", token)
+    assert status == 200 and body == {"timerTotalSeconds": 0, "sessionCount": 0,
+                                      "lastSessions": []}
+    store = api.client.app[API].store
+    partner = (await api.register())[1]
+    await store.users.record_call(UserId(user["id"]), CallSummary(
+        UserId(partner["id"]), "Bo", RoomId(str(uuid.uuid4())), 95,
+        (await store.users.get(UserId(user["id"]))).created_at))  # type: ignore[union-attr]
+    body = (await api.call("GET", "/me/metrics", token))[1]
+    assert body["timerTotalSeconds"] == 95 and body["sessionCount"] == 1
+    assert body["lastSessions"][0]["partnerName"] == "Bo"
+
+
+# ---- selfies ----
+
+
+def png(width: int = 64, height: int = 48) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_selfie_upload_and_signed_url(api: Api) -> None:
+    token, user = await api.guest()
+    status, body = await api.call("PUT", "/me/selfie", token, data=png(),
+                                  headers={"Content-Type": "image/png"})
+    assert status == 200, body
+    url = body["url"]
+    assert "/blobs/selfies/" in url and "sig=" in url and "expires=" in url
+    fetched = await api.client.get(url[url.index("/blobs/"):])
+    assert fetched.status == 200 and fetched.headers["Content-Type"] == "image/jpeg"
+    assert (await fetched.read())[:2] == b"\xff\xd8"
+    me = (await api.call("GET", "/me", token))[1]
+    assert me["selfieUrl"] and "/blobs/selfies/" in me["selfieUrl"]
+    public = (await api.call("GET", f"/users/{user['id']}", token))[1]
+    assert public["selfieUrl"]
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code"),
+    [
+        (b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n", 415, "unsupported_media_type"),
+        (b"", 415, "unsupported_media_type"),
+        (png()[: len(png()) // 2], 400, "invalid_argument"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * (5 * 1024 * 1024 + 10), 413, "payload_too_large"),
+    ],
+)
+async def test_bad_selfies_store_nothing(api: Api, data: bytes, status: int, code: str) -> None:
+    token, user = await api.guest()
+    got, body = await api.call("PUT", "/me/selfie", token, data=io.BytesIO(data),
+                               headers={"Content-Type": "image/jpeg"})
+    assert (got, error(body)) == (status, code)
+    me = (await api.call("GET", "/me", token))[1]
+    assert me["selfieUrl"] is None
+    blob_root: Path = api.client.app[API].blobs.root  # type: ignore[attr-defined]
+    assert not list(blob_root.glob(f"selfies/{user['id']}/*"))
+
+
+async def test_an_oversized_chunked_selfie_is_cut_off(api: Api) -> None:
+    token, _ = await api.guest()
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(200):  # 12.8 MB without a Content-Length
+            yield b"\x00" * 65536
+
+    got, body = await api.call("PUT", "/me/selfie", token, data=endless(),
+                               headers={"Content-Type": "image/png"})
+    assert (got, error(body)) == (413, "payload_too_large")
+
+
+# ---- OpenAPI ----
+
+
+async def test_openapi_describes_every_route(api: Api) -> None:
+    status, doc = await api.call("GET", "/openapi.json")
+    assert status == 200 and doc["openapi"] == "3.1.0"
+    endpoints = api_endpoints(lambda: api.client.app[API])
+    for endpoint in endpoints:
+        operation = doc["paths"][endpoint.path][endpoint.method.lower()]
+        assert operation["summary"]
+        assert ("security" in operation) == (endpoint.auth != "none"), endpoint.path
+        if endpoint.auth != "none":
+            assert "401" in operation["responses"]
+        if endpoint.request is not None:
+            schema_ref = operation["requestBody"]["content"]["application/json"]["schema"]
+            name = schema_ref["$ref"].rsplit("/", 1)[1]
+            assert name in doc["components"]["schemas"]
+    register = doc["paths"][f"{PREFIX}/auth/register"]["post"]
+    assert "already_exists" in register["responses"]["409"]["description"]
+    guest = doc["components"]["schemas"]["GuestRequest"]
+    assert set(guest["required"]) == {"name", "gender"}
+    assert guest["additionalProperties"] is False
+
+
+# ---- authorization matrix ----
+
+Caller = Callable[[str | None], Awaitable[tuple[int, Any]]]
+
+
+def protected(api: Api) -> list[tuple[str, str]]:
+    endpoints = api_endpoints(lambda: api.client.app[API])
+    return [(e.method, e.path.removeprefix(PREFIX).replace("{user_id}", str(uuid.uuid4())))
+            for e in endpoints if e.auth != "none"]
+
+
+async def test_every_protected_route_refuses_bad_tokens(api: Api) -> None:
+    revoked, _ = await api.guest()
+    await api.call("POST", "/auth/logout", revoked)
+    expiring, _ = await api.guest()
+    api.clock.advance(8 * 86400)
+    routes = protected(api)
+    assert len(routes) >= 9
+    for method, path in routes:
+        for token, headers in ((None, {}), ("garbage", {}), (revoked, {}), (expiring, {}),
+                               (None, {"Authorization": "Basic dXNlcjpwYXNz"})):
+            status, body = await api.call(method, path, token, json={}, headers=headers)
+            assert (status, error(body)) == (401, "unauthenticated"), (method, path, token)
+
+
+async def test_admin_routes_need_an_admin_with_a_second_factor(api: Api) -> None:
+    accounts = api.client.app[API].accounts
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+    admin, uri = await accounts.create_admin(email, "Root", PASSWORD)
+    assert uri.startswith("otpauth://totp/") and "Napalm%20Sky" in uri
+    _, target = await api.register()
+    path = f"/admin/users/{target['id']}"
+
+    user_token, _ = await api.guest()
+    status, body = await api.call("GET", path, user_token)
+    assert (status, body["error"]["message"]) == (403, "admins only")
+    status, body = await api.call("POST", "/auth/totp", user_token, json={"code": "123456"})
+    assert (status, error(body)) == (403, "permission_denied")
+
+    token = (await api.call("POST", "/auth/login",
+                            json={"email": email, "password": PASSWORD}))[1]["token"]
+    status, body = await api.call("GET", path, token)
+    assert status == 403 and "second factor" in body["error"]["message"]
+    status, body = await api.call("POST", "/auth/totp", token, json={"code": "000000"})
+    assert (status, error(body)) == (401, "unauthenticated")
+
+    assert admin.totp_secret is not None
+    code = pyotp.TOTP(admin.totp_secret).at(int(api.clock.time()))
+    status, body = await api.call("POST", "/auth/totp", token, json={"code": code})
+    assert status == 200 and body["token"] != token
+    assert (await api.call("GET", "/me", token))[0] == 401  # rotated on privilege change
+    status, body = await api.call("GET", path, body["token"])
+    assert status == 200 and body["id"] == target["id"] and body["banStatus"] == "none"
+    status, body = await api.call("GET", f"/admin/users/{uuid.uuid4()}", token)
+    assert status == 401
+
+
+# ---- rate limits ----
+
+
+async def test_login_rate_limit_per_ip(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    api = await make_api(aiohttp_client, tmp_path, {"NAPALMSKY_RATE_LOGIN_PER_HOUR": "5"})
+    creds = {"email": "nobody@example.com", "password": "wrong password"}
+    for i in range(5):  # X-Forwarded-For from an untrusted peer changes nothing
+        status, _ = await api.call("POST", "/auth/login", json=creds,
+                                   headers={"X-Forwarded-For": f"203.0.113.{i}"})
+        assert status == 401
+    resp = await api.client.post(f"{PREFIX}/auth/login", json=creds)
+    assert resp.status == 429
+    assert (await resp.json())["error"]["code"] == "rate_limited"
+    assert 3500 <= int(resp.headers["Retry-After"]) <= 3600
+    api.clock.advance(3601)
+    assert (await api.call("POST", "/auth/login", json=creds))[0] == 401
+
+
+async def test_trusted_proxy_forwarded_for_separates_clients(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    api = await make_api(aiohttp_client, tmp_path, {"NAPALMSKY_RATE_LOGIN_PER_HOUR": "2",
+                                                    "NAPALMSKY_TRUSTED_PROXIES": "127.0.0.1"})
+    creds = {"email": "nobody@example.com", "password": "wrong password"}
+    for client_addr in ("198.51.100.1", "198.51.100.2"):
+        headers = {"X-Forwarded-For": f"10.9.9.9, {client_addr}"}
+        for _ in range(2):
+            assert (await api.call("POST", "/auth/login", json=creds, headers=headers))[0] == 401
+        assert (await api.call("POST", "/auth/login", json=creds, headers=headers))[0] == 429
+
+
+async def test_rate_limit_holds_across_two_nodes_sharing_redis(
+    aiohttp_client: AiohttpClient, tmp_path: Path, redis_url: str
+) -> None:
+    shared = {"REDIS_URL": redis_url, "NAPALMSKY_REDIS_PREFIX": f"test-{uuid.uuid4().hex}:",
+              "NAPALMSKY_RATE_SIGNUP_PER_HOUR": "4"}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    node_a = await make_api(aiohttp_client, tmp_path / "a", shared)
+    node_b = await make_api(aiohttp_client, tmp_path / "b", shared)
+    await node_a.guest()
+    await node_b.guest()
+    await node_a.guest()
+    await node_b.guest()
+    status, body = await node_a.call("POST", "/auth/guest", json={"name": "x",
+                                                                  "gender": "male"})
+    assert (status, error(body)) == (429, "rate_limited")
+    status, _ = await node_b.call("POST", "/auth/guest", json={"name": "x", "gender": "male"})
+    assert status == 429
+
+
+async def test_per_token_budget(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    api = await make_api(aiohttp_client, tmp_path, {"NAPALMSKY_RATE_TOKEN_PER_MINUTE": "3"})
+    token, _ = await api.guest()
+    other, _ = await api.guest("Other")
+    for _ in range(3):
+        assert (await api.call("GET", "/me", token))[0] == 200
+    assert (await api.call("GET", "/me", token))[0] == 429
+    assert (await api.call("GET", "/me", other))[0] == 200
+    api.clock.advance(61)
+    assert (await api.call("GET", "/me", token))[0] == 200

@@ -60,6 +60,18 @@ class ApiContext:
     trusted_proxies: tuple[IPNetwork, ...]
 
 
+async def authenticate_request(request: web.Request, ctx: ApiContext) -> AuthContext:
+    """The caller of a protected route, from `Authorization: Bearer`, within its budget."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("missing bearer token")
+    auth = await ctx.accounts.authenticate(token.strip())
+    await ctx.limiter.hit(f"token:{auth.token_hash[:32]}", ctx.limits.token_per_minute,
+                          MINUTE, "requests")
+    return auth
+
+
 def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
     """The v1 endpoints; `get` returns the context once the app's services are open."""
 
@@ -68,15 +80,7 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
                          get().trusted_proxies)
 
     async def authed(request: web.Request) -> AuthContext:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("missing bearer token")
-        ctx = get()
-        auth = await ctx.accounts.authenticate(token.strip())
-        await ctx.limiter.hit(f"token:{auth.token_hash[:32]}", ctx.limits.token_per_minute,
-                              MINUTE, "requests")
-        return auth
+        return await authenticate_request(request, get())
 
     async def me_of(user: User) -> Me:
         return Me(**(await public_fields(user)), accountType=user.account_type.value,

@@ -154,7 +154,13 @@ class AccountService:
     async def authenticate(self, token: str) -> AuthContext:
         if not token or len(token) > 256:
             raise Unauthenticated("invalid or expired token")
-        token_hash = hash_session_token(token)
+        return await self._by_hash(hash_session_token(token))
+
+    async def authenticate_context(self, ctx: AuthContext) -> AuthContext:
+        """Check again that an earlier-authenticated session is still valid (long sockets)."""
+        return await self._by_hash(ctx.token_hash)
+
+    async def _by_hash(self, token_hash: str) -> AuthContext:
         now = self.clock.time()
         cached = await self.live.get(_cache_key(token_hash))
         if cached is not None:

@@ -79,6 +79,13 @@ class Settings:
     rate_signup_per_hour: int
     rate_token_per_minute: int
     trusted_proxies: tuple[str, ...]
+    call_min_seconds: int
+    call_max_seconds: int
+    call_default_seconds: int
+    invite_ttl: int
+    reconnect_grace: float
+    cooldown_hours: int
+    ice_servers: tuple[str, ...]
 
     @property
     def is_sqlite(self) -> bool:
@@ -340,6 +347,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trusted_proxies", "NAPALMSKY_TRUSTED_PROXIES", _networks, "",
             "Comma list of proxy addresses/CIDRs whose X-Forwarded-For is believed. Default: "
             "none: the client IP is the TCP peer."),
+    Setting("call_min_seconds", "NAPALMSKY_CALL_MIN_SECONDS", _positive_int, "30",
+            "Shortest call an invite may ask for, in seconds."),
+    Setting("call_max_seconds", "NAPALMSKY_CALL_MAX_SECONDS", _positive_int, "1800",
+            "Longest call an invite may ask for, in seconds."),
+    Setting("call_default_seconds", "NAPALMSKY_CALL_DEFAULT_SECONDS", _positive_int, "300",
+            "Call length when an invite does not say."),
+    Setting("invite_ttl", "NAPALMSKY_INVITE_TTL", _positive_int, "30",
+            "Seconds an invite waits for an answer before it expires."),
+    Setting("reconnect_grace", "NAPALMSKY_RECONNECT_GRACE", _positive_float, "15",
+            "Seconds a participant whose socket dropped has to come back before the call ends."),
+    Setting("cooldown_hours", "NAPALMSKY_COOLDOWN_HOURS", _positive_int, "24",
+            "Hours two people who had a call cannot be matched again."),
+    Setting("ice_servers", "NAPALMSKY_ICE_SERVERS", _ice_urls, "",
+            "Comma list of STUN/TURN URLs handed to clients in `call:start` (TURN credentials "
+            "come with the TURN work). Default: none (host candidates only)."),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
@@ -382,7 +404,7 @@ def load_settings(env: Mapping[str, str], *, hostname: str = "localhost") -> Set
         values["rtc_bind"] = ()
     if values["rtc_announce"] is None:
         values["rtc_announce"] = ()
-    for key in ("sfu_ice_servers", "trusted_proxies"):
+    for key in ("sfu_ice_servers", "trusted_proxies", "ice_servers"):
         if values[key] is None:
             values[key] = ()
     if values["rtc_announce"] and len(values["rtc_announce"]) != len(values["rtc_bind"]):
@@ -395,6 +417,10 @@ def load_settings(env: Mapping[str, str], *, hostname: str = "localhost") -> Set
         raise SettingsError(
             "NAPALMSKY_RTC_PORT_MIN and NAPALMSKY_RTC_PORT_MAX: set both, min <= max"
         )
+    if not (values["call_min_seconds"] <= values["call_default_seconds"]
+            <= values["call_max_seconds"]):
+        raise SettingsError("NAPALMSKY_CALL_DEFAULT_SECONDS: must lie between "
+                            "NAPALMSKY_CALL_MIN_SECONDS and NAPALMSKY_CALL_MAX_SECONDS")
     if (values["s3_access_key_id"] is None) != (values["s3_secret_access_key"] is None):
         raise SettingsError(
             "NAPALMSKY_S3_ACCESS_KEY_ID and NAPALMSKY_S3_SECRET_ACCESS_KEY: set both or neither"

@@ -1,4 +1,5 @@
-"""Ports for the durable store: accounts, sessions, call history, cooldowns, invites, safety.
+"""Ports for the durable store: accounts, sessions, calls, call history, cooldowns, invites,
+safety.
 
 Records are frozen dataclasses; repositories are small Protocols. The embedded implementation
 is SQLite and the production one PostgreSQL (both in adapters/sql); one contract suite runs
@@ -28,6 +29,9 @@ from core.ids import RoomId, UserId, new_id
 
 MAX_LAST_SESSIONS = 10
 """How many call summaries users.last_sessions keeps (newest first)."""
+
+MAX_CALL_MESSAGE_LENGTH = 1000
+"""The longest chat line (in characters) calls.add_message accepts."""
 
 
 class Gender(StrEnum):
@@ -64,6 +68,22 @@ class ReviewStatus(StrEnum):
 class InviteType(StrEnum):
     USER = "user"
     ADMIN = "admin"
+
+
+class CallEndReason(StrEnum):
+    """Why a call ended."""
+
+    COMPLETED = "completed"
+    """The call's timer ran out."""
+    LEFT = "left"
+    """A participant hung up."""
+    DISCONNECTED = "disconnected"
+    """A dropped socket did not come back in time."""
+    FAILED = "failed"
+    """The media failed."""
+    NODE_LOST = "node_lost"
+    """The sweeper finished the call after the node that ran it died."""
+    CANCELLED = "cancelled"
 
 
 def hash_session_token(token: str) -> str:
@@ -299,6 +319,34 @@ class BanRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """One call between two users, from its start until it ended (ended_at is None until then).
+
+    `node_id` is the node that runs the call's media; `ends_at` is when its timer runs out.
+    """
+
+    room_id: RoomId
+    caller_id: UserId
+    callee_id: UserId
+    node_id: str
+    started_at: datetime
+    ends_at: datetime
+    ended_at: datetime | None
+    end_reason: CallEndReason | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallMessage:
+    """One chat line of a call; `message_id` is assigned by the store and grows with each one."""
+
+    message_id: int
+    room_id: RoomId
+    sender_id: UserId
+    text: str
+    sent_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ReferralNotification:
     notification_id: str
     for_user_id: UserId
@@ -331,7 +379,7 @@ class UserRepository(Protocol):
     async def delete(self, user_id: UserId) -> bool:
         """Delete a user with their sessions, cooldowns and ban record; False when absent.
 
-        FailedPrecondition when other records (chat history, reports, invite codes,
+        FailedPrecondition when other records (calls, chat history, reports, invite codes,
         notifications, referrals) still refer to the user."""
         ...
 
@@ -379,6 +427,50 @@ class ChatHistoryRepository(Protocol):
 
     async def list_for_user(self, user_id: UserId, limit: int = 50) -> list[ChatHistoryEntry]:
         """The user's entries, newest call first."""
+        ...
+
+
+class CallRepository(Protocol):
+    async def create(
+        self,
+        *,
+        room_id: RoomId,
+        caller_id: UserId,
+        callee_id: UserId,
+        node_id: str,
+        started_at: datetime,
+        ends_at: datetime,
+    ) -> Call:
+        """Record a call that has started. AlreadyExists for a room id already used, NotFound
+        for an unknown user, InvalidArgument when caller and callee are the same user or when
+        ends_at is not after started_at."""
+        ...
+
+    async def get(self, room_id: RoomId) -> Call | None: ...
+
+    async def active_for_user(self, user_id: UserId) -> Call | None:
+        """The newest call not yet ended in which the user is caller or callee."""
+        ...
+
+    async def mark_ended(self, room_id: RoomId, reason: CallEndReason, ended_at: datetime) -> bool:
+        """End the call, once: of any number of (concurrent) callers exactly one gets True and
+        sets the reason; the others, and calls for an unknown room, get False."""
+        ...
+
+    async def unfinished(self, *, ends_before: datetime, limit: int = 100) -> list[Call]:
+        """Calls not ended whose ends_at is before `ends_before`, earliest ends_at first (for
+        the sweeper that finishes the calls of dead nodes)."""
+        ...
+
+    async def add_message(
+        self, room_id: RoomId, sender_id: UserId, text: str, sent_at: datetime
+    ) -> CallMessage:
+        """NotFound for an unknown room or sender; InvalidArgument for an empty text or one
+        longer than MAX_CALL_MESSAGE_LENGTH characters."""
+        ...
+
+    async def messages(self, room_id: RoomId) -> list[CallMessage]:
+        """The call's messages in the order they were sent."""
         ...
 
 
@@ -485,6 +577,9 @@ class Store(Protocol):
 
     @property
     def sessions(self) -> SessionRepository: ...
+
+    @property
+    def calls(self) -> CallRepository: ...
 
     @property
     def chat_history(self) -> ChatHistoryRepository: ...

@@ -7,6 +7,7 @@ for what started.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -43,6 +44,12 @@ from sfu.internals import NetworkConfig, RTCIceServer
 from sfu.server import SfuConfig, SfuServer
 from sfu.stats import SfuCollector
 from sfu.ws import sfu_routes
+from signaling.calls import CallRules, CallService
+from signaling.gateway import Gateway
+from signaling.http import SignalingContext, signaling_endpoints
+from signaling.placement import LocalPlacement
+from signaling.presence import Presence
+from signaling.timers import Timers
 from web import STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -82,6 +89,8 @@ SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 SFU = web.AppKey("sfu", SfuServer)
 API = web.AppKey("api", ApiContext)
+SIGNALING = web.AppKey("signaling", SignalingContext)
+SWEEP_INTERVAL = 60.0
 
 
 def describe_mode(settings: Settings) -> str:
@@ -164,6 +173,39 @@ def make_api_context(services: Services) -> ApiContext:
     )
 
 
+async def open_signaling(app: web.Application, services: Services) -> SignalingContext:
+    settings = services.settings
+    timers = Timers(services.clock)
+    presence = Presence(services.live, services.bus)
+    placement = LocalPlacement(app.get(SFU), settings.node_id, settings.public_url)
+    rules = CallRules(
+        min_seconds=settings.call_min_seconds, max_seconds=settings.call_max_seconds,
+        default_seconds=settings.call_default_seconds, invite_ttl=settings.invite_ttl,
+        reconnect_grace=settings.reconnect_grace,
+        cooldown=timedelta(hours=settings.cooldown_hours),
+    )
+    calls = CallService(store=services.store, live=services.live, bus=services.bus,
+                        presence=presence, placement=placement, timers=timers,
+                        clock=services.clock, rules=rules, node_secret=node_secret(settings),
+                        ice_servers=settings.ice_servers, node_id=settings.node_id)
+    await calls.start()
+    gateway = Gateway(accounts=app[API].accounts, presence=presence, calls=calls,
+                      bus=services.bus, clock=services.clock)
+    await gateway.start()
+    finished = await calls.sweep()
+    if finished:
+        log.info("finished %d calls left over by a node that stopped", finished)
+    await calls.resume_timers(settings.node_id)
+
+    async def sweep_again() -> None:
+        await calls.sweep()
+        timers.call_at(services.clock.time() + SWEEP_INTERVAL, "sweeper", sweep_again)
+
+    timers.call_at(services.clock.time() + SWEEP_INTERVAL, "sweeper", sweep_again)
+    return SignalingContext(api=app[API], presence=presence, gateway=gateway, calls=calls,
+                            timers=timers)
+
+
 def make_blob_store(settings: Settings, clock: Clock) -> BlobStore:
     if settings.s3_bucket:
         return S3BlobStore(
@@ -208,9 +250,19 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
         services = await open_services(settings, clock, blobs)
         app[SERVICES] = services
         app[API] = make_api_context(services)
+        runner: asyncio.Task[None] | None = None
         try:
+            if Role.SIGNALING in settings.roles:
+                app[SIGNALING] = await open_signaling(app, services)
+                runner = asyncio.ensure_future(app[SIGNALING].timers.run())
             yield
         finally:
+            if runner is not None:
+                runner.cancel()
+                await asyncio.gather(runner, return_exceptions=True)
+            if SIGNALING in app:
+                await app[SIGNALING].gateway.close()
+                await app[SIGNALING].calls.close()
             await services.close()
 
     app.cleanup_ctx.append(services_ctx)
@@ -248,8 +300,12 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
             await sfu.close()
 
         app.cleanup_ctx.append(sfu_ctx)
+    endpoints = []
+    if Role.SIGNALING in settings.roles:
+        endpoints += signaling_endpoints(lambda: app[SIGNALING])
     if Role.API in settings.roles:
-        endpoints = api_endpoints(lambda: app[API])
+        endpoints += api_endpoints(lambda: app[API])
+    if endpoints:
         app.add_routes(endpoint_routes([*endpoints, openapi_endpoint(endpoints, __version__)]))
     app.add_routes(_web_routes())
     return app

@@ -36,11 +36,15 @@ from core.errors import (
 )
 from core.ids import RoomId, UserId, is_uuid, new_id
 from core.store import (
+    MAX_CALL_MESSAGE_LENGTH,
     MAX_LAST_SESSIONS,
     USER_CHANGE_FIELDS,
     AccountType,
     BanRecord,
     BanStatus,
+    Call,
+    CallEndReason,
+    CallMessage,
     CallSummary,
     ChatHistoryEntry,
     ChatMessage,
@@ -248,6 +252,30 @@ def _notification(row: RowMapping) -> ReferralNotification:
         introduced_by_name=row["introduced_by_name"],
         created_at=row["created_at"],
         read=bool(row["read"]),
+    )
+
+
+def _call(row: RowMapping) -> Call:
+    reason = row["end_reason"]
+    return Call(
+        room_id=RoomId(row["room_id"]),
+        caller_id=UserId(row["caller_id"]),
+        callee_id=UserId(row["callee_id"]),
+        node_id=row["node_id"],
+        started_at=row["started_at"],
+        ends_at=row["ends_at"],
+        ended_at=row["ended_at"],
+        end_reason=None if reason is None else CallEndReason(reason),
+    )
+
+
+def _call_message(row: RowMapping) -> CallMessage:
+    return CallMessage(
+        message_id=int(row["message_id"]),
+        room_id=RoomId(row["room_id"]),
+        sender_id=UserId(row["sender_id"]),
+        text=row["text"],
+        sent_at=row["sent_at"],
     )
 
 
@@ -630,6 +658,136 @@ class SqlChatHistoryRepository:
         return [_chat(row._mapping) for row in rows]
 
 
+class SqlCallRepository:
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        *,
+        room_id: RoomId,
+        caller_id: UserId,
+        callee_id: UserId,
+        node_id: str,
+        started_at: datetime,
+        ends_at: datetime,
+    ) -> Call:
+        values: dict[str, Any] = {
+            "room_id": _id(room_id, "room_id"),
+            "caller_id": _id(caller_id, "caller_id"),
+            "callee_id": _id(callee_id, "callee_id"),
+            "node_id": node_id,
+            "started_at": _time(started_at, "started_at"),
+            "ends_at": _time(ends_at, "ends_at"),
+            "ended_at": None,
+            "end_reason": None,
+        }
+        if caller_id == callee_id:
+            raise InvalidArgument("a call needs two different users")
+        if ends_at <= started_at:
+            raise InvalidArgument("ends_at must be after started_at")
+        if not isinstance(node_id, str) or not node_id:
+            raise InvalidArgument("node_id cannot be empty")
+        _check_lengths(t.calls, values)
+        async with self._db.tx(
+            conflict="a call with this room id already exists", missing="user not found"
+        ) as conn:
+            row = (await conn.execute(sa.insert(t.calls).values(values).returning(t.calls))).one()
+        return _call(row._mapping)
+
+    async def get(self, room_id: RoomId) -> Call | None:
+        if not is_uuid(room_id):
+            return None
+        async with self._db.tx() as conn:
+            row = (
+                await conn.execute(sa.select(t.calls).where(t.calls.c.room_id == room_id))
+            ).first()
+        return None if row is None else _call(row._mapping)
+
+    async def active_for_user(self, user_id: UserId) -> Call | None:
+        if not is_uuid(user_id):
+            return None
+        c = t.calls.c
+        async with self._db.tx() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.calls)
+                    .where(
+                        c.ended_at.is_(None),
+                        sa.or_(c.caller_id == user_id, c.callee_id == user_id),
+                    )
+                    .order_by(c.started_at.desc(), c.room_id.desc())
+                    .limit(1)
+                )
+            ).first()
+        return None if row is None else _call(row._mapping)
+
+    async def mark_ended(self, room_id: RoomId, reason: CallEndReason, ended_at: datetime) -> bool:
+        value = _enum(CallEndReason, reason, "reason").value
+        _time(ended_at, "ended_at")
+        if not is_uuid(room_id):
+            return False
+        c = t.calls.c
+        async with self._db.tx() as conn:
+            # One conditional UPDATE: of racing callers exactly one finds ended_at still NULL.
+            result = await conn.execute(
+                sa.update(t.calls)
+                .where(c.room_id == room_id, c.ended_at.is_(None))
+                .values(ended_at=ended_at, end_reason=value)
+            )
+        return result.rowcount == 1
+
+    async def unfinished(self, *, ends_before: datetime, limit: int = 100) -> list[Call]:
+        _time(ends_before, "ends_before")
+        _limit(limit)
+        c = t.calls.c
+        async with self._db.tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.calls)
+                    .where(c.ended_at.is_(None), c.ends_at < ends_before)
+                    .order_by(c.ends_at, c.started_at, c.room_id)
+                    .limit(limit)
+                )
+            ).all()
+        return [_call(row._mapping) for row in rows]
+
+    async def add_message(
+        self, room_id: RoomId, sender_id: UserId, text: str, sent_at: datetime
+    ) -> CallMessage:
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidArgument("text cannot be empty")
+        if len(text) > MAX_CALL_MESSAGE_LENGTH:
+            raise InvalidArgument(f"text is longer than {MAX_CALL_MESSAGE_LENGTH} characters")
+        values: dict[str, Any] = {
+            "room_id": _id(room_id, "room_id"),
+            "sender_id": _id(sender_id, "sender_id"),
+            "text": text,
+            "sent_at": _time(sent_at, "sent_at"),
+        }
+        async with self._db.tx(missing="call or sender not found") as conn:
+            row = (
+                await conn.execute(
+                    sa.insert(t.call_messages).values(values).returning(t.call_messages)
+                )
+            ).one()
+        return _call_message(row._mapping)
+
+    async def messages(self, room_id: RoomId) -> list[CallMessage]:
+        if not is_uuid(room_id):
+            return []
+        c = t.call_messages.c
+        async with self._db.tx() as conn:
+            rows = (
+                await conn.execute(
+                    sa.select(t.call_messages)
+                    .where(c.room_id == room_id)
+                    .order_by(c.message_id)
+                )
+            ).all()
+        return [_call_message(row._mapping) for row in rows]
+
+
 def _pair(a: UserId, b: UserId) -> tuple[str, str]:
     """The pair in storage order. Ids are canonical lowercase UUIDs, so string order is the
     order of PostgreSQL's uuid type and of SQLite's hex text alike."""
@@ -995,6 +1153,7 @@ class SqlStore:
         self._users = SqlUserRepository(self._db)
         self._sessions = SqlSessionRepository(self._db)
         self._chat_history = SqlChatHistoryRepository(self._db)
+        self._calls = SqlCallRepository(self._db)
         self._cooldowns = SqlCooldownRepository(self._db)
         self._invite_codes = SqlInviteCodeRepository(self._db)
         self._reports = SqlReportRepository(self._db)
@@ -1016,6 +1175,10 @@ class SqlStore:
     @property
     def chat_history(self) -> SqlChatHistoryRepository:
         return self._chat_history
+
+    @property
+    def calls(self) -> SqlCallRepository:
+        return self._calls
 
     @property
     def cooldowns(self) -> SqlCooldownRepository:

@@ -179,6 +179,45 @@ referral_notifications = sa.Table(
     sa.Index("ix_referral_notifications_created_at", "created_at"),
 )
 
+# Not in the source document: the durable record of a call (live state stays in the live store)
+# and its chat lines, so that a call can be finished once and swept after its node died.
+calls = sa.Table(
+    "calls",
+    metadata,
+    sa.Column("room_id", id_type(), primary_key=True),
+    sa.Column("caller_id", id_type(), sa.ForeignKey(USER_FK), nullable=False),
+    sa.Column("callee_id", id_type(), sa.ForeignKey(USER_FK), nullable=False),
+    sa.Column("node_id", sa.String(63), nullable=False),
+    sa.Column("started_at", UtcDateTime(), nullable=False),
+    sa.Column("ends_at", UtcDateTime(), nullable=False),
+    sa.Column("ended_at", UtcDateTime(), nullable=True),
+    sa.Column("end_reason", sa.String(20), nullable=True),
+    sa.CheckConstraint(
+        "end_reason IN ('completed', 'left', 'disconnected', 'failed', 'node_lost',"
+        " 'cancelled')",
+        name="end_reason",
+    ),
+    sa.CheckConstraint("(ended_at IS NULL) = (end_reason IS NULL)", name="ended"),
+    sa.CheckConstraint("caller_id <> callee_id", name="two_users"),
+    sa.CheckConstraint("ends_at > started_at", name="times"),
+    sa.Index("ix_calls_caller_id", "caller_id"),
+    sa.Index("ix_calls_callee_id", "callee_id"),
+    sa.Index("ix_calls_ended_at_ends_at", "ended_at", "ends_at"),
+)
+
+call_messages = sa.Table(
+    "call_messages",
+    metadata,
+    sa.Column("message_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "room_id", id_type(), sa.ForeignKey("calls.room_id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("sender_id", id_type(), sa.ForeignKey(USER_FK), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("sent_at", UtcDateTime(), nullable=False),
+    sa.Index("ix_call_messages_room_id_message_id", "room_id", "message_id"),
+)
+
 ALL_TABLES: tuple[sa.Table, ...] = (
     users,
     sessions,
@@ -188,4 +227,6 @@ ALL_TABLES: tuple[sa.Table, ...] = (
     reports,
     ban_records,
     referral_notifications,
+    calls,
+    call_messages,
 )

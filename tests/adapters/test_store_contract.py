@@ -14,6 +14,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 
 from adapters.sql import SqlStore, create_engine, migrate
 from adapters.sql import schema as t
@@ -31,6 +33,8 @@ from core.store import (
     AccountType,
     BanRecord,
     BanStatus,
+    Call,
+    CallEndReason,
     CallSummary,
     ChatMessage,
     Gender,
@@ -775,3 +779,229 @@ async def test_unopenable_sqlite_is_unavailable(tmp_path: Path, fake_clock: Fake
                     break
                 await asyncio.sleep(0.01)
     assert str(directory) in caught.value.message
+
+
+# --- calls ---------------------------------------------------------------------------------
+
+
+async def start_call(
+    backend: Backend,
+    caller: UserId,
+    callee: UserId,
+    *,
+    seconds: int = 300,
+    room_id: RoomId | None = None,
+    node_id: str = "node-a",
+) -> Call:
+    started = backend.now()
+    return await backend.store.calls.create(
+        room_id=room_id or RoomId(new_id()),
+        caller_id=caller,
+        callee_id=callee,
+        node_id=node_id,
+        started_at=started,
+        ends_at=started + timedelta(seconds=seconds),
+    )
+
+
+async def test_call_round_trip(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    room = RoomId(new_id())
+    started = datetime(2025, 3, 1, 14, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2)))
+    call = await s.calls.create(
+        room_id=room,
+        caller_id=ada.user_id,
+        callee_id=bob.user_id,
+        node_id="n" * 63,
+        started_at=started,
+        ends_at=started + timedelta(minutes=3),
+    )
+    assert call == Call(
+        room_id=room,
+        caller_id=ada.user_id,
+        callee_id=bob.user_id,
+        node_id="n" * 63,
+        started_at=started,
+        ends_at=started + timedelta(minutes=3),
+        ended_at=None,
+        end_reason=None,
+    )
+    assert call.started_at.utcoffset() == timedelta(0)
+    assert_aware_utc(call)
+    assert await s.calls.get(room) == call
+    assert await s.calls.get(RoomId(new_id())) is None
+    assert await s.calls.get(RoomId("not-a-uuid")) is None
+
+
+async def test_call_create_refusals(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    call = await start_call(backend, ada.user_id, bob.user_id)
+    with pytest.raises(AlreadyExists):
+        await start_call(backend, bob.user_id, ada.user_id, room_id=call.room_id)
+    with pytest.raises(NotFound):
+        await start_call(backend, ada.user_id, UserId(new_id()))
+    with pytest.raises(NotFound):
+        await start_call(backend, UserId(new_id()), bob.user_id)
+    with pytest.raises(InvalidArgument):
+        await start_call(backend, ada.user_id, ada.user_id)  # a self-call
+    for seconds in (0, -60):
+        with pytest.raises(InvalidArgument):
+            await start_call(backend, ada.user_id, bob.user_id, seconds=seconds)
+    for node_id in ("", "n" * 64):
+        with pytest.raises(InvalidArgument):
+            await start_call(backend, ada.user_id, bob.user_id, node_id=node_id)
+    with pytest.raises(InvalidArgument):
+        await start_call(backend, ada.user_id, bob.user_id, room_id=RoomId("not-a-uuid"))
+    with pytest.raises(InvalidArgument):
+        await s.calls.create(
+            room_id=RoomId(new_id()),
+            caller_id=ada.user_id,
+            callee_id=bob.user_id,
+            node_id="node-a",
+            started_at=datetime(2025, 1, 1),  # naive
+            ends_at=backend.now() + HOUR,
+        )
+    assert await count_rows(s.engine, t.calls) == 1
+
+
+async def test_active_call_for_either_participant(backend: Backend) -> None:
+    s = backend.store
+    ada, bob, cy = [await make_user(s, name) for name in ("Ada", "Bob", "Cy")]
+    old = await start_call(backend, ada.user_id, cy.user_id)
+    backend.clock.advance(10)
+    call = await start_call(backend, ada.user_id, bob.user_id)
+    assert await s.calls.active_for_user(ada.user_id) == call  # the newest one
+    assert await s.calls.active_for_user(bob.user_id) == call
+    assert await s.calls.active_for_user(cy.user_id) == old
+
+    assert await s.calls.mark_ended(call.room_id, CallEndReason.LEFT, backend.now()) is True
+    assert await s.calls.active_for_user(bob.user_id) is None
+    assert await s.calls.active_for_user(ada.user_id) == old
+    assert await s.calls.mark_ended(old.room_id, CallEndReason.CANCELLED, backend.now())
+    assert await s.calls.active_for_user(ada.user_id) is None
+    assert await s.calls.active_for_user(cy.user_id) is None
+    assert await s.calls.active_for_user(UserId("not-a-uuid")) is None
+
+
+async def test_mark_ended_once_under_concurrency(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    call = await start_call(backend, ada.user_id, bob.user_id)
+    backend.clock.advance(42)
+    ended_at = backend.now()
+    reasons = list(CallEndReason) * 2
+    results = await asyncio.gather(
+        *(s.calls.mark_ended(call.room_id, reasons[n], ended_at) for n in range(10))
+    )
+    assert results.count(True) == 1 and results.count(False) == 9, results
+    stored = await s.calls.get(call.room_id)
+    assert stored is not None
+    assert stored.ended_at == ended_at
+    assert stored.end_reason is reasons[results.index(True)]
+    assert_aware_utc(stored)
+
+    assert await s.calls.mark_ended(call.room_id, CallEndReason.FAILED, backend.now()) is False
+    assert await s.calls.get(call.room_id) == stored
+    assert await s.calls.mark_ended(RoomId(new_id()), CallEndReason.LEFT, ended_at) is False
+    assert await s.calls.mark_ended(RoomId("not-a-uuid"), CallEndReason.LEFT, ended_at) is False
+    with pytest.raises(InvalidArgument):
+        await s.calls.mark_ended(call.room_id, "bored", ended_at)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        await s.calls.mark_ended(call.room_id, CallEndReason.LEFT, datetime(2025, 1, 1))
+
+
+async def test_unfinished_calls_for_the_sweeper(backend: Backend) -> None:
+    s = backend.store
+    people = [await make_user(s, f"P{n}") for n in range(8)]
+    long = await start_call(backend, people[0].user_id, people[1].user_id, seconds=600)
+    short = await start_call(backend, people[2].user_id, people[3].user_id, seconds=60)
+    middle = await start_call(backend, people[4].user_id, people[5].user_id, seconds=300)
+    ended = await start_call(backend, people[6].user_id, people[7].user_id, seconds=30)
+    assert await s.calls.mark_ended(ended.room_id, CallEndReason.COMPLETED, backend.now())
+
+    now = backend.now()
+    assert await s.calls.unfinished(ends_before=now) == []
+    assert await s.calls.unfinished(ends_before=short.ends_at) == []  # strictly before
+    assert await s.calls.unfinished(ends_before=now + timedelta(seconds=301)) == [short, middle]
+    everything = await s.calls.unfinished(ends_before=now + HOUR)
+    assert everything == [short, middle, long]
+    assert await s.calls.unfinished(ends_before=now + HOUR, limit=2) == [short, middle]
+    with pytest.raises(InvalidArgument):
+        await s.calls.unfinished(ends_before=now, limit=0)
+    with pytest.raises(InvalidArgument):
+        await s.calls.unfinished(ends_before=datetime(2030, 1, 1))
+
+
+async def test_call_messages_in_order(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    call = await start_call(backend, ada.user_id, bob.user_id)
+    other = await start_call(backend, bob.user_id, ada.user_id)
+    texts = ["hi", "hello \u2603", "x" * 1000, "bye"]
+    sent = []
+    for n, text in enumerate(texts):
+        sender = ada if n % 2 == 0 else bob
+        sent.append(await s.calls.add_message(call.room_id, sender.user_id, text, backend.now()))
+    await s.calls.add_message(other.room_id, bob.user_id, "elsewhere", backend.now())
+    assert [m.text for m in sent] == texts
+    assert sent[0].sender_id == ada.user_id and sent[1].sender_id == bob.user_id
+    assert sent[0].room_id == call.room_id and sent[0].sent_at == backend.now()
+    assert [m.message_id for m in sent] == sorted({m.message_id for m in sent})
+    assert_aware_utc(sent[0])
+    assert await s.calls.messages(call.room_id) == sent
+    assert [m.text for m in await s.calls.messages(other.room_id)] == ["elsewhere"]
+    assert await s.calls.messages(RoomId(new_id())) == []
+    assert await s.calls.messages(RoomId("not-a-uuid")) == []
+
+
+async def test_call_message_refusals(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    call = await start_call(backend, ada.user_id, bob.user_id)
+    now = backend.now()
+    with pytest.raises(NotFound):
+        await s.calls.add_message(RoomId(new_id()), ada.user_id, "hello?", now)
+    with pytest.raises(NotFound):
+        await s.calls.add_message(call.room_id, UserId(new_id()), "who am I", now)
+    for text in ("", "   ", "x" * 1001):
+        with pytest.raises(InvalidArgument):
+            await s.calls.add_message(call.room_id, ada.user_id, text, now)
+    with pytest.raises(InvalidArgument):
+        await s.calls.add_message(call.room_id, ada.user_id, "naive", datetime(2025, 1, 1))
+    with pytest.raises(InvalidArgument):
+        await s.calls.add_message(RoomId("not-a-uuid"), ada.user_id, "hi", now)
+    assert await count_rows(s.engine, t.call_messages) == 0
+
+
+async def test_calls_guard_their_users_and_the_schema_checks_them(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    call = await start_call(backend, ada.user_id, bob.user_id)
+    await s.calls.add_message(call.room_id, ada.user_id, "hi", backend.now())
+    with pytest.raises(FailedPrecondition):
+        await s.users.delete(bob.user_id)  # a call still refers to Bob
+
+    now = backend.now()
+    row = {
+        "caller_id": ada.user_id,
+        "callee_id": bob.user_id,
+        "node_id": "node-a",
+        "started_at": now,
+        "ends_at": now + HOUR,
+    }
+    bad_rows = [
+        {**row, "callee_id": ada.user_id},
+        {**row, "ends_at": now},
+        {**row, "ended_at": now, "end_reason": "bored"},
+        {**row, "ended_at": now},  # ended without a reason
+        {**row, "end_reason": "left"},  # a reason without an end
+    ]
+    for bad in bad_rows:
+        with pytest.raises(sa_exc.IntegrityError):
+            async with s.engine.begin() as conn:
+                await conn.execute(sa.insert(t.calls).values(room_id=new_id(), **bad))
+    async with s.engine.begin() as conn:  # deleting a call deletes its messages
+        await conn.execute(sa.delete(t.calls).where(t.calls.c.room_id == call.room_id))
+    assert await count_rows(s.engine, t.call_messages) == 0

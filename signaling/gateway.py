@@ -1,0 +1,286 @@
+"""`GET /ws`: the signaling WebSocket (docs/protocol.md).
+
+The first frame must be `{"type": "auth", "data": {"token": ...}}` within a few seconds. Then
+the server sends `state` (presence, pending invites, the call in progress with a fresh SFU join
+token), and the socket carries requests (acked or answered with an error frame) and events.
+Events for a user arrive on the bus (their user channel), so it does not matter which node
+their socket is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from core import context
+from core.accounts import AccountService, AuthContext
+from core.clock import Clock
+from core.errors import ErrorCode, InvalidArgument, NapalmError, RateLimited, Unauthenticated
+from core.ids import UserId, new_id
+from core.live import Bus, Subscription, user_channel
+from signaling.calls import CallService
+from signaling.presence import PRESENCE_CHANNEL, Presence
+from signaling.protocol import (
+    CLOSE_AUTH_TIMEOUT,
+    CLOSE_FLOOD,
+    CLOSE_UNAUTHENTICATED,
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    Frame,
+    ack,
+    error,
+    event,
+    field_str,
+)
+
+log = logging.getLogger(__name__)
+
+AUTH_TIMEOUT = 5.0
+
+
+class TokenBucket:
+    """Per-socket flood control: `rate` frames a second, bursts up to `burst`."""
+
+    def __init__(self, clock: Clock, rate: float = 20.0, burst: float = 40.0) -> None:
+        self.clock, self.rate, self.burst = clock, rate, burst
+        self.tokens = burst
+        self.at = clock.monotonic()
+
+    def take(self) -> bool:
+        now = self.clock.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+class Connection:
+    def __init__(self, gateway: Gateway, ws: web.WebSocketResponse, auth: AuthContext) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.auth = auth
+        self.user_id = str(auth.user_id)
+        self.conn_id = new_id()
+        self.bucket = TokenBucket(gateway.clock)
+        self.floods = 0
+        self._send_lock = asyncio.Lock()
+        self._held: list[str] | None = []  # events that arrive before `state` is sent
+
+    async def send(self, text: str) -> None:
+        if self._held is not None:
+            self._held.append(text)
+            return
+        await self._write(text)
+
+    async def start(self, state: str) -> None:
+        """Send the state frame first, then whatever arrived meanwhile, in order."""
+        await self._write(state)
+        held, self._held = self._held or [], None
+        for text in held:
+            await self._write(text)
+
+    async def _write(self, text: str) -> None:
+        if self.ws.closed:
+            return
+        async with self._send_lock:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_str(text)
+
+
+Handler = Callable[[Connection, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Gateway:
+    def __init__(self, *, accounts: AccountService, presence: Presence, calls: CallService,
+                 bus: Bus, clock: Clock, auth_timeout: float = AUTH_TIMEOUT) -> None:
+        self.accounts, self.presence, self.calls = accounts, presence, calls
+        self.bus, self.clock = bus, clock
+        self.auth_timeout = auth_timeout
+        self.connections: dict[str, Connection] = {}
+        self._cleanups: set[asyncio.Task[None]] = set()
+        self._presence_sub: Subscription | None = None
+        self._handlers: dict[str, Handler] = {
+            "presence:heartbeat": self._heartbeat,
+            "presence:set": self._set_presence,
+            "call:invite": self._invite,
+            "call:accept": self._accept,
+            "call:decline": self._decline,
+            "call:cancel": self._cancel,
+            "room:message": self._message,
+            "room:leave": self._leave,
+        }
+
+    async def start(self) -> None:
+        self._presence_sub = await self.bus.subscribe(PRESENCE_CHANNEL, self._on_presence)
+
+    async def close(self) -> None:
+        if self._presence_sub is not None:
+            await self._presence_sub.close()
+            self._presence_sub = None
+        for conn in list(self.connections.values()):
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await conn.ws.close(code=1001, message=b"server shutting down")
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
+
+    async def _on_presence(self, message: str) -> None:
+        frame = '{"type":"presence:update","data":' + message + "}"
+        for conn in list(self.connections.values()):
+            await conn.send(frame)
+
+    # ---- the socket ----
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
+        await ws.prepare(request)
+        auth = await self._authenticate(ws)
+        if auth is None:
+            return ws
+        conn = Connection(self, ws, auth)
+        context.user_id.set(conn.user_id)
+        subscription = await self.bus.subscribe(user_channel(UserId(conn.user_id)), conn.send)
+        self.connections[conn.conn_id] = conn
+        try:
+            await self.presence.connect(conn.user_id, conn.conn_id)
+            self.calls.timers.cancel(f"grace:{conn.user_id}")
+            await conn.start(event("state", **(await self.state(conn.user_id))))
+            await self._serve(conn)
+        finally:
+            # aiohttp may cancel this handler when the peer goes away; the clean-up runs as a
+            # task of the gateway's own, so a cancellation here cannot skip it.
+            self.connections.pop(conn.conn_id, None)
+            cleanup = asyncio.ensure_future(self._cleanup(conn, subscription))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            await asyncio.shield(cleanup)
+        return ws
+
+    async def _cleanup(self, conn: Connection, subscription: Subscription) -> None:
+        try:
+            await subscription.close()
+            if await self.presence.disconnect(conn.user_id, conn.conn_id):
+                await self.calls.socket_lost(conn.user_id)
+        except NapalmError as exc:
+            log.warning("clean-up after a socket failed: %s", exc.message)
+        finally:
+            if not conn.ws.closed:
+                with contextlib.suppress(ConnectionError, RuntimeError):
+                    await conn.ws.close()
+
+    async def _authenticate(self, ws: web.WebSocketResponse) -> AuthContext | None:
+        try:
+            msg = await ws.receive(timeout=self.auth_timeout)
+        except TimeoutError:
+            await ws.send_str(error(None, ErrorCode.UNAUTHENTICATED, "authenticate first"))
+            await ws.close(code=CLOSE_AUTH_TIMEOUT, message=b"no auth frame in time")
+            return None
+        try:
+            if msg.type != WSMsgType.TEXT:
+                raise InvalidArgument("expected an auth frame")
+            frame = Frame.parse(msg.data)
+            if frame.type != "auth":
+                raise InvalidArgument("the first frame must be 'auth'")
+            return await self.accounts.authenticate(field_str(frame.data, "token", max_length=256))
+        except NapalmError as exc:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(error(None, exc.code, exc.message))
+                await ws.close(code=CLOSE_UNAUTHENTICATED, message=b"authentication failed")
+            return None
+
+    async def state(self, user_id: str) -> dict[str, Any]:
+        user = await self.accounts.store.users.get(UserId(user_id))
+        presence = await self.presence.state(user_id)
+        room_id = presence.in_call
+        call = None
+        if room_id is not None:
+            with contextlib.suppress(NapalmError):
+                call = await self.calls.call_info(room_id, user_id)
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "user": {"id": user_id, "name": user.name if user else ""},
+            "presence": presence.to_json(),
+            "invites": await self.calls.pending_invites(user_id),
+            "call": call,
+        }
+
+    async def _serve(self, conn: Connection) -> None:
+        async for msg in conn.ws:
+            if msg.type != WSMsgType.TEXT:
+                await conn.send(error(None, ErrorCode.INVALID_ARGUMENT, "frames must be text"))
+                continue
+            frame_id = None
+            try:
+                frame = Frame.parse(msg.data)
+                frame_id = frame.id
+                if not conn.bucket.take():
+                    conn.floods += 1
+                    if conn.floods >= 100:
+                        await conn.ws.close(code=CLOSE_FLOOD, message=b"too many frames")
+                        return
+                    raise RateLimited("too many frames; slow down", retry_after=1.0)
+                handler = self._handlers.get(frame.type)
+                if handler is None:
+                    raise InvalidArgument(f"unknown message type {frame.type!r}")
+                result = await handler(conn, frame.data)
+                await conn.send(ack(frame_id, **result))
+            except NapalmError as exc:
+                await conn.send(error(frame_id, exc.code, exc.message))
+            except Exception:
+                log.exception("signaling handler failed")
+                await conn.send(error(frame_id, ErrorCode.INTERNAL, "internal error"))
+
+    # ---- requests ----
+
+    async def _heartbeat(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
+        try:
+            conn.auth = await self.accounts.authenticate_context(conn.auth)
+        except Unauthenticated:
+            await conn.send(error(None, ErrorCode.UNAUTHENTICATED, "session ended"))
+            await conn.ws.close(code=CLOSE_UNAUTHENTICATED, message=b"session ended")
+            raise
+        await self.presence.heartbeat(conn.user_id, conn.conn_id)
+        return {}
+
+    async def _set_presence(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
+        available = data.get("available")
+        if not isinstance(available, bool):
+            raise InvalidArgument("'available' must be true or false")
+        await self.presence.set_available(conn.user_id, available)
+        return {}
+
+    async def _invite(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
+        seconds = data.get("seconds")
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)):
+            raise InvalidArgument("'seconds' must be an integer")
+        invite = await self.calls.invite(conn.user_id, field_str(data, "to", max_length=64),
+                                         seconds)
+        return {"inviteId": invite.invite_id, "expiresAt": invite.expires_at}
+
+    async def _accept(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
+        room_id = await self.calls.accept(conn.user_id, field_str(data, "inviteId"))
+        return {"roomId": room_id}
+
+    async def _decline(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
+        await self.calls.decline(conn.user_id, field_str(data, "inviteId"))
+        return {}
+
+    async def _cancel(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
+        await self.calls.cancel(conn.user_id, field_str(data, "inviteId"))
+        return {}
+
+    async def _message(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
+        text = data.get("text")
+        if not isinstance(text, str):
+            raise InvalidArgument("'text' must be a string")
+        out = await self.calls.message(conn.user_id, field_str(data, "roomId"), text)
+        return {"messageId": out["messageId"]}
+
+    async def _leave(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
+        await self.calls.leave(conn.user_id, field_str(data, "roomId"))
+        return {}

@@ -1,0 +1,127 @@
+"""Signaling's HTTP side: the `/ws` route, the deck and my call history."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from api.endpoints import Endpoint, dump
+from api.v1 import PREFIX, SELFIE_URL_TTL, ApiContext, authenticate_request
+from core.errors import InvalidArgument
+from core.ids import UserId
+from core.store import BanStatus
+from signaling.calls import CallService
+from signaling.gateway import Gateway
+from signaling.presence import Presence
+from signaling.timers import Timers
+
+MAX_PAGE = 50
+
+
+class DeckEntry(BaseModel):
+    id: str
+    name: str
+    gender: str
+    selfieUrl: str | None = None
+    videoUrl: str | None = None
+
+
+class DeckPage(BaseModel):
+    people: list[DeckEntry]
+    nextCursor: str | None = None
+
+
+class ChatLine(BaseModel):
+    fromId: str
+    text: str
+    sentAt: datetime
+
+
+class CallRecord(BaseModel):
+    roomId: str
+    partnerId: str
+    partnerName: str | None
+    startedAt: datetime
+    durationSeconds: int
+    messages: list[ChatLine]
+
+
+class CallHistory(BaseModel):
+    calls: list[CallRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class SignalingContext:
+    api: ApiContext
+    presence: Presence
+    gateway: Gateway
+    calls: CallService
+    timers: Timers
+
+
+def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
+    async def socket(request: web.Request) -> web.StreamResponse:
+        return await get().gateway.handle(request)
+
+    async def deck(request: web.Request) -> web.Response:
+        ctx = get()
+        auth = await authenticate_request(request, ctx.api)
+        try:
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            raise InvalidArgument("limit must be an integer") from None
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}")
+        cursor = request.query.get("cursor", "")
+        me = str(auth.user_id)
+        store = ctx.api.store
+        cooling = {str(u) for u in await store.cooldowns.active_partners(auth.user_id)}
+        candidates = sorted(u for u in await ctx.presence.online_users()
+                            if u != me and u > cursor and u not in cooling)
+        people: list[DeckEntry] = []
+        next_cursor = None
+        for user_id in candidates:
+            if len(people) == limit:
+                next_cursor = people[-1].id
+                break
+            state = await ctx.presence.state(user_id)
+            if not state.available or state.in_call is not None:
+                continue
+            user = await store.users.get(UserId(user_id))
+            if user is None or user.ban_status is not BanStatus.NONE:
+                continue
+            blobs = ctx.api.blobs
+            people.append(DeckEntry(
+                id=user_id, name=user.name, gender=user.gender.value,
+                selfieUrl=await blobs.url(user.selfie_url, SELFIE_URL_TTL)
+                if user.selfie_url else None,
+                videoUrl=await blobs.url(user.video_url, SELFIE_URL_TTL)
+                if user.video_url else None,
+            ))
+        return dump(DeckPage(people=people, nextCursor=next_cursor))
+
+    async def my_calls(request: web.Request) -> web.Response:
+        ctx = get()
+        auth = await authenticate_request(request, ctx.api)
+        entries = await ctx.api.store.chat_history.list_for_user(auth.user_id, limit=50)
+        return dump(CallHistory(calls=[
+            CallRecord(roomId=e.room_id, partnerId=e.partner_id, partnerName=e.partner_name,
+                       startedAt=e.started_at, durationSeconds=e.duration_seconds,
+                       messages=[ChatLine(fromId=m.sender_id, text=m.text, sentAt=m.sent_at)
+                                 for m in e.messages])
+            for e in entries
+        ]))
+
+    return [
+        Endpoint("GET", "/ws", socket, "The signaling WebSocket (see docs/protocol.md)"),
+        Endpoint("GET", f"{PREFIX}/deck", deck,
+                 "People available to call: online, not me, not busy, not banned, not in "
+                 "cooldown with me (paginated by `cursor`, `limit` up to 50)",
+                 auth="user", response=DeckPage),
+        Endpoint("GET", f"{PREFIX}/me/calls", my_calls, "My call history, newest first",
+                 auth="user", response=CallHistory),
+    ]

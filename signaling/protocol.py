@@ -1,0 +1,79 @@
+"""The signaling wire format (docs/protocol.md): JSON frames `{type, id?, data}`.
+
+Requests carry an `id` and get `{"type": "ack", "id", "data"}` or
+`{"type": "error", "id", "data": {"code", "message"}}`. Server events have no id.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import ErrorCode, InvalidArgument
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 16 * 1024
+MAX_ID_LENGTH = 64
+
+# WebSocket close codes this gateway uses.
+CLOSE_AUTH_TIMEOUT = 4001
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_BAD_FRAME = 4400
+CLOSE_FLOOD = 4429
+CLOSE_REPLACED = 4409
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    id: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Frame:
+        if len(text.encode("utf-8")) > MAX_FRAME_BYTES:
+            raise InvalidArgument(f"frame is larger than {MAX_FRAME_BYTES} bytes")
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            raise InvalidArgument("frame is not valid JSON") from None
+        if not isinstance(raw, dict):
+            raise InvalidArgument("frame must be a JSON object")
+        kind = raw.get("type")
+        if not isinstance(kind, str) or not kind or len(kind) > 64:
+            raise InvalidArgument("frame needs a string 'type'")
+        frame_id = raw.get("id")
+        if frame_id is not None and (not isinstance(frame_id, (str, int))
+                                     or len(str(frame_id)) > MAX_ID_LENGTH):
+            raise InvalidArgument("frame 'id' must be a short string or number")
+        data = raw.get("data", {})
+        if not isinstance(data, dict):
+            raise InvalidArgument("frame 'data' must be an object")
+        return cls(kind, data, None if frame_id is None else str(frame_id))
+
+    def to_json(self) -> str:
+        out: dict[str, Any] = {"type": self.type}
+        if self.id is not None:
+            out["id"] = self.id
+        out["data"] = self.data
+        return json.dumps(out, separators=(",", ":"))
+
+
+def event(kind: str, **data: Any) -> str:
+    return Frame(kind, data).to_json()
+
+
+def ack(frame_id: str | None, **data: Any) -> str:
+    return Frame("ack", data, frame_id).to_json()
+
+
+def error(frame_id: str | None, code: ErrorCode, message: str) -> str:
+    return Frame("error", {"code": code.value, "message": message}, frame_id).to_json()
+
+
+def field_str(data: dict[str, Any], name: str, *, max_length: int = 200) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value or len(value) > max_length:
+        raise InvalidArgument(f"'{name}' must be a non-empty string")
+    return value

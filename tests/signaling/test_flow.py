@@ -307,3 +307,19 @@ async def test_sweeper_finishes_calls_of_a_dead_node(node: Node) -> None:
     assert call is not None and call.end_reason is CallEndReason.NODE_LOST
     assert len(await store.chat_history.list_for_user(UserId(a.user_id))) == 1
     assert await node.sig.calls.sweep() == 0
+
+
+async def test_busy_people_cannot_be_invited_and_cannot_invite(node: Node) -> None:
+    a, b, c = await node.user("Ada"), await node.user("Bo"), await node.user("Cy")
+    await start_call(node, a, b)
+    with pytest.raises(Rejected) as busy:
+        await c.request("call:invite", to=b.user_id)
+    assert (busy.value.code, busy.value.message) == ("failed_precondition", "user is busy")
+    with pytest.raises(Rejected) as mine:
+        await a.request("call:invite", to=c.user_id)
+    assert mine.value.message == "you are in a call"
+    await c.request("presence:set", available=False)
+    d = await node.user("Di")
+    with pytest.raises(Rejected) as away:
+        await d.request("call:invite", to=c.user_id)
+    assert away.value.message == "user is not available"

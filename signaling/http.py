@@ -17,9 +17,21 @@ from core.store import BanStatus
 from signaling.calls import CallService
 from signaling.gateway import Gateway
 from signaling.presence import Presence
+from signaling.protocol import PROTOCOL_VERSION
 from signaling.timers import Timers
 
 MAX_PAGE = 50
+
+
+class ClientConfig(BaseModel):
+    """What a client needs before it signs in."""
+
+    protocol: int
+    callMinSeconds: int
+    callMaxSeconds: int
+    callDefaultSeconds: int
+    inviteSeconds: int
+    reconnectGraceSeconds: float
 
 
 class DeckEntry(BaseModel):
@@ -66,6 +78,13 @@ class SignalingContext:
 def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
     async def socket(request: web.Request) -> web.StreamResponse:
         return await get().gateway.handle(request)
+
+    async def config(request: web.Request) -> web.Response:
+        rules = get().calls.rules
+        return dump(ClientConfig(
+            protocol=PROTOCOL_VERSION, callMinSeconds=rules.min_seconds,
+            callMaxSeconds=rules.max_seconds, callDefaultSeconds=rules.default_seconds,
+            inviteSeconds=rules.invite_ttl, reconnectGraceSeconds=rules.reconnect_grace))
 
     async def deck(request: web.Request) -> web.Response:
         ctx = get()
@@ -118,6 +137,8 @@ def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
 
     return [
         Endpoint("GET", "/ws", socket, "The signaling WebSocket (see docs/protocol.md)"),
+        Endpoint("GET", f"{PREFIX}/config", config,
+                 "Call bounds and protocol version, for clients", response=ClientConfig),
         Endpoint("GET", f"{PREFIX}/deck", deck,
                  "People available to call: online, not me, not busy, not banned, not in "
                  "cooldown with me (paginated by `cursor`, `limit` up to 50)",

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -40,12 +41,16 @@ def _reachable(url: str, default_port: int) -> str | None:
         return f"{host}:{port}: {exc}"
 
 
-def require(name: str, problem: str | None) -> None:
-    if problem is None:
-        return
+def missing(what: str) -> NoReturn:
+    """A needed service or tool is missing: a failure in CI, a skip on a developer's machine."""
     if in_ci():
-        pytest.fail(f"{name} is required in CI but is not reachable ({problem})")
-    pytest.skip(f"{name} is not reachable ({problem})")
+        pytest.fail(f"{what} (required in CI)")
+    pytest.skip(f"{what} (skipped outside CI)")  # CI=true turns this into a failure
+
+
+def require(name: str, problem: str | None) -> None:
+    if problem is not None:
+        missing(f"{name} is not reachable ({problem})")
 
 
 def free_port() -> int:
@@ -102,9 +107,7 @@ class PrivateRedis:
     def __init__(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            if in_ci():
-                pytest.fail("redis-server is required in CI but is not installed")
-            pytest.skip("redis-server is not installed")
+            missing("redis-server is not installed")
         self.binary = binary
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None

@@ -11,7 +11,7 @@ def test_a_missing_service_fails_in_ci_and_skips_elsewhere(
     from tests.services import require
 
     monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="required in CI"):
+    with pytest.raises(pytest.fail.Exception, match=r"required in CI"):
         require("Redis", "127.0.0.1:1: refused")
     monkeypatch.setenv("CI", "")
     with pytest.raises(pytest.skip.Exception):

@@ -323,3 +323,11 @@ async def test_busy_people_cannot_be_invited_and_cannot_invite(node: Node) -> No
     with pytest.raises(Rejected) as away:
         await d.request("call:invite", to=c.user_id)
     assert away.value.message == "user is not available"
+
+
+async def test_client_config(node: Node) -> None:
+    resp = await node.client.get("/api/v1/config")
+    assert resp.status == 200
+    assert await resp.json() == {"protocol": 1, "callMinSeconds": 10, "callMaxSeconds": 120,
+                                 "callDefaultSeconds": 60, "inviteSeconds": 30,
+                                 "reconnectGraceSeconds": 15.0}

@@ -267,6 +267,16 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
 
     app.cleanup_ctx.append(services_ctx)
 
+    async def close_sockets(app: web.Application) -> None:
+        """On shutdown, before aiohttp waits for handlers: hang up long-lived sockets so
+        clients hear 1001 (going away) at once and reconnect elsewhere."""
+        if SIGNALING in app:
+            await app[SIGNALING].gateway.close()
+        if SFU in app:
+            await app[SFU].close()
+
+    app.on_shutdown.append(close_sockets)
+
     def probe(name: str) -> Probe:
         async def check() -> None:
             services = app[SERVICES]

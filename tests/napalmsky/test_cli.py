@@ -171,3 +171,46 @@ def test_admin_create_prints_password_and_totp_uri_once(tmp_path: Path) -> None:
                       "--name", "Root", NAPALMSKY_BCRYPT_ROUNDS="4")
     assert again.returncode == 1
     assert "already exists" in again.stderr
+
+
+def test_shutdown_hangs_up_open_sockets_at_once(tmp_path: Path) -> None:
+    import asyncio
+
+    import aiohttp
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napalmsky", "serve", "--port", str(port)],
+        cwd=tmp_path, env=clean_env(tmp_path, NAPALMSKY_BCRYPT_ROUNDS="4"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+    async def scenario() -> tuple[int | None, float]:
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):
+                try:
+                    async with session.get(f"{base}/ready") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            async with session.post(f"{base}/api/v1/auth/guest",
+                                    json={"name": "A", "gender": "male"}) as resp:
+                token = (await resp.json())["token"]
+            async with session.ws_connect(f"{base}/ws") as ws:
+                await ws.send_json({"type": "auth", "data": {"token": token}})
+                assert (await ws.receive_json())["type"] == "state"
+                started = time.monotonic()
+                proc.send_signal(signal.SIGTERM)
+                async for _ in ws:
+                    pass
+                return ws.close_code, time.monotonic() - started
+
+    try:
+        code, took = asyncio.run(scenario())
+    finally:
+        proc.wait(timeout=30)
+    assert code == 1001
+    assert took < 5
+    assert proc.returncode == 0

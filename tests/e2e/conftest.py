@@ -1,0 +1,148 @@
+"""A real node process and headless Debian Chromium driven by Playwright.
+
+Chromium comes from Debian (`.ci/run` installs it); Playwright's own browser download is never
+used. On a failed test, each page's screenshot and console log go to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.services import free_port, missing
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+]
+SERVER_ENV = {
+    "NAPALMSKY_RTC_BIND": "127.0.0.1", "NAPALMSKY_BCRYPT_ROUNDS": "4",
+    "NAPALMSKY_RATE_TOKEN_PER_MINUTE": "100000", "NAPALMSKY_RATE_SIGNUP_PER_HOUR": "100000",
+    "NAPALMSKY_RATE_LOGIN_PER_HOUR": "100000", "NAPALMSKY_CALL_MIN_SECONDS": "15",
+    "NAPALMSKY_CALL_DEFAULT_SECONDS": "60", "NAPALMSKY_CALL_MAX_SECONDS": "600",
+    "NAPALMSKY_LOG_FORMAT": "json",
+}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        missing("chromium is not installed (.ci/run installs it with apt-get)")
+    return path
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[str]:
+    """`napalmsky serve` in its own process on a free port, all roles, embedded defaults."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAPALMSKY_")}
+    env.update(SERVER_ENV, NAPALMSKY_DATA_DIR=str(tmp_path / "data"),
+               NAPALMSKY_ENV_FILE=str(tmp_path / "none.env"))
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "napalmsky", "serve", "--port", str(port)],
+                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/ready", timeout=2) as resp:
+                    if json.loads(resp.read())["status"] == "ready":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+async def browser(chromium_path: str) -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        instance = await playwright.chromium.launch(executable_path=chromium_path,
+                                                    args=CHROMIUM_FLAGS)
+        try:
+            yield instance
+        finally:
+            await instance.close()
+
+
+class Pages:
+    """Browser contexts of one test, with their console logs kept for failure reports."""
+
+    def __init__(self, browser: Any) -> None:
+        self.browser = browser
+        self.pages: list[tuple[str, Any, list[str]]] = []
+
+    async def new(self, name: str, width: int = 390, height: int = 844) -> Any:
+        context = await self.browser.new_context(viewport={"width": width, "height": height})
+        page = await context.new_page()
+        console: list[str] = []
+        page.on("console", lambda msg: console.append(f"[{msg.type}] {msg.text}"))
+        page.on("pageerror", lambda exc: console.append(f"[pageerror] {exc}"))
+        self.pages.append((name, page, console))
+        return page
+
+    async def save_artifacts(self, test_name: str) -> list[Path]:
+        ARTIFACTS.mkdir(exist_ok=True)
+        written: list[Path] = []
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in test_name)
+        for name, page, console in self.pages:
+            shot = ARTIFACTS / f"{safe}-{name}.png"
+            try:
+                await page.screenshot(path=str(shot), full_page=True)
+                written.append(shot)
+            except Exception as exc:  # a crashed page still gets its console saved
+                console.append(f"[screenshot failed] {exc}")
+            log = ARTIFACTS / f"{safe}-{name}-console.txt"
+            log.write_text("\n".join(console))
+            written.append(log)
+        return written
+
+
+@pytest.fixture
+async def pages(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[Pages]:
+    collection = Pages(browser)
+    try:
+        yield collection
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            for path in await collection.save_artifacts(request.node.name):
+                print(f"artifact: {path}")
+        for _, page, _ in collection.pages:
+            await page.context.close()

@@ -1,0 +1,87 @@
+"""Two headless Chromium users make a real call through a real node: sign-up, deck, invite,
+accept, media both ways (checked through getStats), chat, the timer's end, history."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from tests.e2e.conftest import Pages
+
+STATS = """async () => {
+  const pc = window.napalmsky && window.napalmsky.pc;
+  if (!pc) return null;
+  const out = {framesDecoded: 0, audioPackets: 0, state: pc.connectionState};
+  (await pc.getStats()).forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') out.framesDecoded += s.framesDecoded || 0;
+    if (s.type === 'inbound-rtp' && s.kind === 'audio') out.audioPackets += s.packetsReceived || 0;
+  });
+  return out;
+}"""
+
+
+async def sign_up(page: Any, url: str, name: str, gender: str) -> str:
+    await page.goto(url)
+    await page.fill("#signup-name", name)
+    await page.select_option("#signup-gender", gender)
+    await page.click("#signup-submit")
+    me = page.locator("#me[data-user-id]")
+    await me.wait_for(timeout=15_000)
+    return str(await me.get_attribute("data-user-id"))
+
+
+async def stats(page: Any) -> dict[str, Any] | None:
+    result: dict[str, Any] | None = await page.evaluate(STATS)
+    return result
+
+
+async def wait_media(page: Any, timeout: float = 20) -> dict[str, Any]:
+    """Until this page decodes the partner's video (and it keeps growing) and gets audio."""
+    deadline = time.monotonic() + timeout
+    first: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        now = await stats(page)
+        if now and now["framesDecoded"] > 0 and now["audioPackets"] > 0:
+            if first is None:
+                first = now
+            elif now["framesDecoded"] > first["framesDecoded"]:
+                return now
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"no media decoded: {await stats(page)}")
+
+
+async def test_two_browsers_call_each_other(live_server: str, pages: Pages) -> None:
+    ada, bo = await pages.new("ada"), await pages.new("bo")
+    ada_id = await sign_up(ada, live_server, "Ada", "female")
+    bo_id = await sign_up(bo, live_server, "Bo", "male")
+    assert ada_id != bo_id
+
+    person = ada.locator(f"#deck li[data-user-id='{bo_id}']")
+    await person.wait_for(timeout=20_000)
+    await ada.select_option("#invite-seconds", "15")
+    await person.locator(".invite-button").click()
+
+    dialog = bo.locator("#incoming-invite")
+    await dialog.wait_for(state="visible", timeout=10_000)
+    assert "Ada" in await dialog.inner_text()
+    await bo.click("#accept-invite")
+
+    for page in (ada, bo):
+        await page.locator("#call").wait_for(state="visible", timeout=10_000)
+    media = await asyncio.gather(wait_media(ada), wait_media(bo))
+    assert all(m["framesDecoded"] > 0 and m["audioPackets"] > 0 for m in media)
+
+    await ada.fill("#chat-input", "hello from Ada")
+    await ada.click("#chat-send")
+    await bo.locator("#chat-log li", has_text="hello from Ada").wait_for(timeout=10_000)
+
+    for page in (ada, bo):  # the server's timer ends the call for both
+        await page.locator("#call-ended").wait_for(state="visible", timeout=30_000)
+        await page.locator("#call").wait_for(state="hidden", timeout=5_000)
+
+    for page, partner in ((ada, "Bo"), (bo, "Ada")):
+        await page.click("#history-button")
+        item = page.locator("#history li.history-item", has_text=partner)
+        await item.wait_for(timeout=10_000)
+        assert "hello from Ada" in await item.inner_text()

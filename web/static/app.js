@@ -1,0 +1,274 @@
+// Napalm Sky web client: session, signaling events, timers and wiring; the entry point.
+
+import { api, getToken, setToken, serverNow } from "./api.js";
+import { Signaling } from "./signaling.js";
+import { napalmsky } from "./call.js";
+import {
+  $, show, hide, showError, clearError, clearConnectionError, notify, clearNotice, closeDialog,
+  formatClock
+} from "./ui.js";
+import {
+  onSignup, onLogin, setPendingSelfie, onSelfieFile, startSelfieCamera, stopSelfieCamera,
+  captureSelfie, openUpgrade, closeUpgrade, onUpgrade
+} from "./account.js";
+import {
+  startCall, endCall, dismissCallEnded, leaveCall, sendChat, onChat, toggle, mediaErrorText
+} from "./callview.js";
+import {
+  loadConfig, scheduleDeckRefresh, refreshDeck, invite, setOutgoing, cancelInvite, addIncoming,
+  removeIncoming, renderIncoming, acceptInvite, declineInvite, inviteGone
+} from "./deck.js";
+import { toggleHistory } from "./history.js";
+import { DECK_REFRESH_MS, app, showScreen, focusHeading } from "./state.js";
+
+// ---------------------------------------------------------------- session
+
+export async function boot() {
+  wireEvents();
+  loadConfig();
+  if (!getToken()) {
+    showScreen("signup");
+    return;
+  }
+  await resumeSession();
+}
+
+export async function resumeSession(attempt = 0) {
+  try {
+    enter(await api.me());
+  } catch (err) {
+    if (err.code === "unauthenticated") {
+      setToken(null);
+      showScreen("signup");
+      return;
+    }
+    showError(err);
+    showScreen("signup");
+    // The server may be restarting: keep trying quietly with the stored token.
+    setTimeout(() => { if (!app.me && getToken()) resumeSession(attempt + 1); },
+      Math.min(10_000, 1000 * 2 ** attempt));
+  }
+}
+
+export function enter(user) {
+  const first = !app.me;
+  setMe(user);
+  clearError();
+  showScreen(app.call ? "call" : "deck");
+  show($("account-nav"));
+  if (!app.signaling) {
+    app.signaling = new Signaling(getToken);
+    napalmsky.signaling = app.signaling;
+    wireSignaling(app.signaling);
+  }
+  app.signaling.start();
+  clearInterval(app.deckTimer);
+  app.deckTimer = setInterval(refreshDeck, DECK_REFRESH_MS);
+  refreshDeck();
+  if (first) focusHeading("deck-title");
+}
+
+export function setMe(user) {
+  app.me = user;
+  const me = $("me");
+  me.dataset.userId = user.id;
+  $("me-name").textContent = user.name;
+  const avatar = $("me-avatar");
+  if (user.selfieUrl) {
+    avatar.src = user.selfieUrl;
+    show(avatar);
+  } else {
+    hide(avatar);
+  }
+  show($("upgrade-button"), user.accountType === "guest");
+}
+
+/** Forget everything about the session on this page. */
+export function signOutLocally() {
+  if (app.signaling) app.signaling.stop();
+  app.media.close();
+  clearInterval(app.deckTimer);
+  clearTimeout(app.deckRefreshSoon);
+  setToken(null);
+  app.me = null;
+  app.call = null;
+  app.outgoing = null;
+  app.incoming = [];
+  app.deck.clear();
+  $("deck").replaceChildren();
+  $("chat-log").replaceChildren();
+  $("me").dataset.userId = "";
+  $("me-name").textContent = "";
+  hide($("account-nav"));
+  hide($("call-ended"));
+  hide($("outgoing-invite"));
+  for (const id of ["incoming-invite", "history-view", "upgrade-dialog"]) closeDialog($(id));
+  $("conn-status").textContent = "";
+  delete $("conn-status").dataset.state;
+  clearNotice();
+  showScreen("signup");
+}
+
+export function sessionEnded() {
+  if (app.tokenRotating) return;
+  signOutLocally();
+  showError("Your session has ended. Please sign in again.");
+  $("signup-name").focus();
+}
+
+/** Any REST failure: a refused token ends the session, the rest is shown. */
+export function failed(err) {
+  if (err && err.code === "unauthenticated" && app.me) sessionEnded();
+  else showError(err);
+}
+
+export async function logout() {
+  const call = app.call;
+  if (call && app.signaling) {
+    try { await app.signaling.request("room:leave", { roomId: call.roomId }); } catch { /* gone */ }
+  }
+  if (app.signaling) app.signaling.stop();
+  try { await api.logout(); } catch { /* the token is dropped either way */ }
+  signOutLocally();
+  clearError();
+  notify("You're logged out.");
+  $("signup-name").focus();
+}
+
+// ---------------------------------------------------------------- signaling events
+
+export function onState(state) {
+  if (state.user && app.me && state.user.id !== app.me.id) return;
+  const invites = state.invites || {};
+  const now = serverNow() / 1000;
+  app.incoming = (invites.incoming || []).filter((i) => i.expiresAt > now);
+  const out = invites.outgoing;
+  if (out && !state.call) {
+    const person = app.deck.get(out.to);
+    const name = app.outgoing && app.outgoing.inviteId === out.inviteId ? app.outgoing.toName
+      : person ? person.name : "them";
+    if (!app.outgoing || app.outgoing.inviteId !== out.inviteId) {
+      setOutgoing({ inviteId: out.inviteId, expiresAt: out.expiresAt, toId: out.to, toName: name });
+    }
+  } else if (app.outgoing) {
+    setOutgoing(null);
+  }
+  if (state.call) startCall(state.call);
+  else if (app.call) endCall({ roomId: app.call.roomId, reason: "missed" });
+  renderIncoming();
+  refreshDeck();
+}
+
+export function onMediaState(data) {
+  const call = app.call;
+  if (!call || data.roomId !== call.roomId || (app.me && data.userId === app.me.id)) return;
+  const name = call.partner.name || "Your partner";
+  const text = { connected: `${name} is connected.`, failed: `${name}'s connection failed.`,
+    left: `${name}'s video dropped; waiting for them to come back…` }[data.state];
+  if (text) $("call-status").textContent = text;
+}
+
+export function wireSignaling(sig) {
+  sig.addEventListener("state", (e) => onState(e.detail));
+  sig.addEventListener("status", (e) => {
+    $("conn-status").textContent = { connecting: "Connecting…", online: "Online",
+      offline: "Offline: reconnecting…" }[e.detail] || "";
+    $("conn-status").dataset.state = e.detail;
+    if (e.detail === "online") clearConnectionError();
+  });
+  sig.addEventListener("unauthenticated", sessionEnded);
+  sig.addEventListener("server-error", (e) => {
+    if (e.detail.code !== "unauthenticated") showError(e.detail);
+  });
+  sig.addEventListener("presence:update", (e) => {
+    if (!app.me || e.detail.userId !== app.me.id) scheduleDeckRefresh();
+  });
+  sig.addEventListener("call:invite", (e) => addIncoming(e.detail));
+  for (const kind of ["call:declined", "call:cancelled", "call:expired"]) {
+    sig.addEventListener(kind, (e) => inviteGone(kind, e.detail));
+  }
+  sig.addEventListener("call:start", (e) => startCall(e.detail));
+  sig.addEventListener("call:media", (e) => onMediaState(e.detail));
+  sig.addEventListener("room:message", (e) => onChat(e.detail));
+  sig.addEventListener("call:ended", (e) => endCall(e.detail));
+}
+
+export function wireMedia(media) {
+  media.addEventListener("media-error", (e) => showError(mediaErrorText(e.detail)));
+  media.addEventListener("status", (e) => { if (app.call) $("call-status").textContent = e.detail; });
+  media.addEventListener("need-token", () => {
+    // A fresh join token comes with the state frame of a new signaling connection.
+    if (app.call && app.signaling) app.signaling.reconnectNow();
+  });
+  media.addEventListener("error", (e) => showError(e.detail));
+  media.addEventListener("closed", (e) => {
+    const text = { replaced: "Your call continues in another window or tab.",
+      room_closed: "The call is over.", node_shutdown: "The media server is shutting down." }[
+      e.detail] || `Media closed (${e.detail}).`;
+    if (app.call) $("call-status").textContent = text;
+  });
+  media.addEventListener("autoplay-blocked", () => show($("remote-play")));
+}
+
+// ---------------------------------------------------------------- timers
+
+export function tick() {
+  const now = serverNow() / 1000;
+  if (app.call) {
+    const left = app.call.endsAt - now;
+    $("time-left").textContent = formatClock(left);
+    $("time-left").classList.toggle("ending", left <= 10);
+  }
+  const current = app.incoming[0];
+  if (current) {
+    const left = Math.max(0, Math.ceil(current.expiresAt - now));
+    $("invite-countdown").textContent = String(left);
+    // The server's call:expired normally arrives first; this is the safety net.
+    if (current.expiresAt - now < -3) removeIncoming(current.inviteId);
+  }
+  if (app.outgoing) {
+    const left = Math.max(0, Math.ceil(app.outgoing.expiresAt - now));
+    $("outgoing-countdown").textContent = `(${left} s)`;
+  }
+}
+
+// ---------------------------------------------------------------- wiring
+
+export function wireEvents() {
+  $("signup-form").addEventListener("submit", onSignup);
+  $("login-form").addEventListener("submit", onLogin);
+  $("signup-selfie").addEventListener("change", onSelfieFile);
+  $("selfie-camera").addEventListener("click", startSelfieCamera);
+  $("selfie-capture").addEventListener("click", captureSelfie);
+  $("selfie-cancel").addEventListener("click", () => { stopSelfieCamera(); $("selfie-camera").focus(); });
+  $("selfie-clear").addEventListener("click", () => {
+    $("signup-selfie").value = "";
+    setPendingSelfie(null);
+    $("signup-selfie").focus();
+  });
+  $("logout").addEventListener("click", logout);
+  $("history-button").addEventListener("click", toggleHistory);
+  $("history-close").addEventListener("click", () => closeDialog($("history-view")));
+  $("upgrade-button").addEventListener("click", openUpgrade);
+  $("upgrade-cancel").addEventListener("click", closeUpgrade);
+  $("upgrade-form").addEventListener("submit", onUpgrade);
+  $("deck-refresh").addEventListener("click", refreshDeck);
+  $("cancel-invite").addEventListener("click", cancelInvite);
+  $("accept-invite").addEventListener("click", acceptInvite);
+  $("decline-invite").addEventListener("click", declineInvite);
+  $("call-ended-dismiss").addEventListener("click", dismissCallEnded);
+  $("end-call").addEventListener("click", leaveCall);
+  $("chat-form").addEventListener("submit", sendChat);
+  $("toggle-mic").addEventListener("click", () => toggle("audio"));
+  $("toggle-camera").addEventListener("click", () => toggle("video"));
+  $("remote-play").addEventListener("click", () => {
+    $("remote-video").play().catch(() => {});
+    hide($("remote-play"));
+  });
+  $("error-dismiss").addEventListener("click", clearError);
+  $("notice-dismiss").addEventListener("click", clearNotice);
+  wireMedia(app.media);
+  setInterval(tick, 250);
+}
+
+boot();

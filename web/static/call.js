@@ -1,0 +1,316 @@
+// Media for one call: camera/microphone, the SFU join socket and the RTCPeerConnection.
+
+import { ApiError } from "./api.js";
+
+const JOIN_TIMEOUT_MS = 10_000;
+const GATHER_TIMEOUT_MS = 5_000;
+const MAX_RETRIES = 3;
+// SFU `closed` reasons worth a fresh attempt with the same token.
+const RETRYABLE = new Set(["ice_failed", "dtls_failed", "connect_timeout"]);
+
+export const napalmsky = (window.napalmsky = window.napalmsky || { pc: null });
+
+/**
+ * Dispatches (CustomEvent, `detail`):
+ *   "media-error"  detail: the getUserMedia error (the call goes on receive-only)
+ *   "status"       detail: a short human status line
+ *   "connected"    the peer connection is up
+ *   "closed"       detail: an SFU `closed` reason we do not retry ("replaced", "room_closed", ...)
+ *   "need-token"   the join token was refused: ask signaling for a fresh one
+ *   "error"        detail: ApiError from the SFU
+ *   "autoplay-blocked" the remote video needs a click to play
+ */
+export class MediaCall extends EventTarget {
+  constructor(localVideo, remoteVideo) {
+    super();
+    this.localVideo = localVideo;
+    this.remoteVideo = remoteVideo;
+    this.localStream = null;
+    this.mediaPromise = null;
+    this.mediaSettled = false; // getUserMedia has answered (with or without a stream)
+    this.ws = null;
+    this.pc = null;
+    this.info = null;
+    this.retries = 0;
+    this.retryTimer = null;
+    this.closedForGood = false;
+    this.generation = 0;
+  }
+
+  /** Ask for camera and microphone once per call; falls back to what is available. */
+  acquireMedia() {
+    if (!this.mediaPromise) {
+      this.mediaSettled = false;
+      this.mediaPromise = this.getMedia().finally(() => { this.mediaSettled = true; });
+    }
+    return this.mediaPromise;
+  }
+
+  async getMedia() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      const err = new Error("This browser cannot use a camera here (a secure https page is needed).");
+      err.name = "NotSupportedError";
+      this.emit("media-error", err);
+      return null;
+    }
+    let firstError = null;
+    for (const constraints of [{ audio: true, video: true }, { audio: true }, { video: true }]) {
+      try {
+        const stream = await navigator.mediaDevices.getUserMedia(constraints);
+        if (this.closedForGood) {
+          stream.getTracks().forEach((t) => t.stop());
+          return null;
+        }
+        this.localStream = stream;
+        this.localVideo.srcObject = stream;
+        this.localVideo.muted = true;
+        this.localVideo.play().catch(() => {});
+        if (firstError) this.emit("media-error", firstError);
+        return stream;
+      } catch (err) {
+        firstError = firstError || err;
+        // Refused: asking again for less will be refused too.
+        if (err.name === "NotAllowedError" || err.name === "SecurityError") break;
+      }
+    }
+    this.emit("media-error", firstError);
+    return null;
+  }
+
+  hasTrack(kind) {
+    return !!this.localStream && this.localStream.getTracks().some((t) => t.kind === kind);
+  }
+
+  setEnabled(kind, enabled) {
+    if (!this.localStream) return;
+    for (const track of this.localStream.getTracks()) {
+      if (track.kind === kind) track.enabled = enabled;
+    }
+  }
+
+  /** True while the SFU socket is open and the peer connection is up. */
+  isHealthy(roomId) {
+    return !!this.info && this.info.roomId === roomId && !!this.ws &&
+      this.ws.readyState === WebSocket.OPEN && !!this.pc &&
+      ["connected", "connecting", "new"].includes(this.pc.connectionState);
+  }
+
+  /** Keep fresh call data (a newer join token) for the next rejoin without dropping media. */
+  updateInfo(info) {
+    this.info = info;
+  }
+
+  /** Join (or rejoin) the room described by call:start data. */
+  async join(info) {
+    this.info = info;
+    this.closedForGood = false;
+    clearTimeout(this.retryTimer);
+    this.closeTransport();
+    const generation = ++this.generation;
+    const stale = () => generation !== this.generation;
+    this.emit("status", "Connecting to the media server…");
+    try {
+      // Camera first: a permission prompt can take a while, and the SFU expects the offer soon
+      // after `join`.
+      const stream = await this.acquireMedia();
+      if (stale()) return;
+      const ws = await this.openSocket(info, stale);
+      if (stale()) return;
+      const pc = new RTCPeerConnection({ iceServers: info.iceServers || [] });
+      this.pc = pc;
+      napalmsky.pc = pc;
+      const remote = new MediaStream();
+      this.remoteVideo.srcObject = remote;
+      pc.ontrack = (ev) => {
+        for (const old of remote.getTracks()) {
+          if (old.kind === ev.track.kind) remote.removeTrack(old);
+        }
+        remote.addTrack(ev.track);
+        this.playRemote();
+      };
+      pc.onconnectionstatechange = () => {
+        if (stale()) return;
+        if (pc.connectionState === "connected") {
+          this.retries = 0;
+          this.emit("status", "Connected");
+          this.emit("connected");
+        } else if (pc.connectionState === "disconnected") {
+          this.emit("status", "Connection unstable…");
+        } else if (pc.connectionState === "failed") {
+          this.lost("ice_failed");
+        }
+      };
+      for (const kind of ["audio", "video"]) {
+        const track = stream && stream.getTracks().find((t) => t.kind === kind);
+        pc.addTransceiver(track || kind, {
+          direction: "sendrecv",
+          streams: stream ? [stream] : [],
+        });
+      }
+      await pc.setLocalDescription(await pc.createOffer());
+      await waitForIceGathering(pc, GATHER_TIMEOUT_MS);
+      if (stale()) return;
+      ws.send(JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp }));
+      this.emit("status", "Connecting media…");
+    } catch (err) {
+      if (stale()) return;
+      if (err instanceof ApiError && err.code === "unauthenticated") {
+        this.closeTransport();
+        this.emit("need-token");
+        return;
+      }
+      if (err instanceof ApiError && ["permission_denied", "not_found"].includes(err.code)) {
+        this.closeTransport();
+        this.emit("error", err);
+        return;
+      }
+      this.lost(err && err.message ? err.message : "join failed");
+    }
+  }
+
+  /** Open the SFU socket, send `join` and wait for `joined`. */
+  openSocket(info, stale) {
+    return new Promise((resolve, reject) => {
+      let joined = false;
+      const ws = new WebSocket(info.sfu.url);
+      this.ws = ws;
+      const timer = setTimeout(() => reject(new Error("the media server did not answer")),
+        JOIN_TIMEOUT_MS);
+      ws.onopen = () => {
+        ws.send(JSON.stringify({ type: "join", token: info.sfu.token, roomId: info.roomId }));
+      };
+      ws.onmessage = async (msg) => {
+        if (stale()) return;
+        let m;
+        try {
+          m = JSON.parse(msg.data);
+        } catch {
+          return;
+        }
+        if (m.type === "joined") {
+          joined = true;
+          clearTimeout(timer);
+          resolve(ws);
+        } else if (m.type === "answer") {
+          try {
+            await this.pc.setRemoteDescription({ type: "answer", sdp: m.sdp });
+          } catch (err) {
+            this.lost("bad answer");
+          }
+        } else if (m.type === "error") {
+          const err = new ApiError(m.code || "internal", m.message || "");
+          if (!joined) {
+            clearTimeout(timer);
+            reject(err);
+          } else {
+            this.emit("error", err);
+          }
+        } else if (m.type === "closed") {
+          this.handleClosed(m.reason || "");
+        }
+      };
+      ws.onclose = () => {
+        clearTimeout(timer);
+        if (stale() || this.ws !== ws) return;
+        if (!joined) {
+          reject(new Error("the media connection closed"));
+        } else {
+          this.lost("socket closed");
+        }
+      };
+    });
+  }
+
+  handleClosed(reason) {
+    if (RETRYABLE.has(reason)) {
+      this.lost(reason);
+      return;
+    }
+    this.generation++;
+    this.closeTransport();
+    this.emit("closed", reason);
+  }
+
+  /** The media dropped: try again with backoff, then ask for a fresh token. */
+  lost(reason) {
+    if (this.closedForGood || !this.info) return;
+    this.generation++;
+    this.closeTransport();
+    if (this.retries >= MAX_RETRIES) {
+      this.retries = 0;
+      this.emit("status", "Media connection lost; getting a fresh connection…");
+      this.emit("need-token");
+      return;
+    }
+    const delay = 1000 * 2 ** this.retries;
+    this.retries += 1;
+    this.emit("status", `Media connection lost (${reason}); retrying…`);
+    this.retryTimer = setTimeout(() => {
+      if (!this.closedForGood && this.info) this.join(this.info);
+    }, delay);
+  }
+
+  playRemote() {
+    const v = this.remoteVideo;
+    const p = v.play();
+    if (p && p.catch) {
+      p.catch((err) => {
+        if (err && err.name === "NotAllowedError") this.emit("autoplay-blocked");
+      });
+    }
+  }
+
+  closeTransport() {
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      ws.onclose = ws.onmessage = ws.onopen = null;
+      try {
+        if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "leave" }));
+        ws.close(1000);
+      } catch { /* already closed */ }
+    }
+    if (this.pc) {
+      this.pc.ontrack = this.pc.onconnectionstatechange = null;
+      try { this.pc.close(); } catch { /* already closed */ }
+      this.pc = null;
+    }
+    napalmsky.pc = null;
+  }
+
+  /** End of the call: close everything and release the camera. */
+  close() {
+    this.closedForGood = true;
+    this.generation++;
+    clearTimeout(this.retryTimer);
+    this.closeTransport();
+    if (this.localStream) this.localStream.getTracks().forEach((t) => t.stop());
+    this.localStream = null;
+    this.mediaPromise = null;
+    this.mediaSettled = false;
+    this.info = null;
+    this.localVideo.srcObject = null;
+    this.remoteVideo.srcObject = null;
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+function waitForIceGathering(pc, timeoutMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const finish = () => {
+      pc.removeEventListener("icegatheringstatechange", onState);
+      pc.removeEventListener("icecandidate", onCandidate);
+      clearTimeout(timer);
+      resolve();
+    };
+    const onState = () => { if (pc.iceGatheringState === "complete") finish(); };
+    const onCandidate = (ev) => { if (!ev.candidate) finish(); };
+    pc.addEventListener("icegatheringstatechange", onState);
+    pc.addEventListener("icecandidate", onCandidate);
+    const timer = setTimeout(finish, timeoutMs);
+  });
+}

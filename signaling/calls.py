@@ -175,22 +175,21 @@ class CallService:
                 await self.send(user, "call:expired", inviteId=invite_id)
 
     async def decline(self, user_id: str, invite_id: str) -> None:
-        if (await self._peek(invite_id)).to_id != user_id:
-            raise PermissionDenied("not your invite")
-        invite = await self._take(invite_id)
-        if invite is None:
-            raise NotFound("invite not found or expired")
-        for user in (invite.from_id, invite.to_id):
-            await self.send(user, "call:declined", inviteId=invite_id)
+        await self._withdraw(user_id, invite_id, callee=True, kind="call:declined")
 
     async def cancel(self, user_id: str, invite_id: str) -> None:
-        if (await self._peek(invite_id)).from_id != user_id:
+        await self._withdraw(user_id, invite_id, callee=False, kind="call:cancelled")
+
+    async def _withdraw(self, user_id: str, invite_id: str, *, callee: bool, kind: str) -> None:
+        """The callee declines or the caller cancels: both sides hear `kind`."""
+        invite = await self._peek(invite_id)
+        if (invite.to_id if callee else invite.from_id) != user_id:
             raise PermissionDenied("not your invite")
-        invite = await self._take(invite_id)
-        if invite is None:
+        taken = await self._take(invite_id)
+        if taken is None:
             raise NotFound("invite not found or expired")
-        for user in (invite.from_id, invite.to_id):
-            await self.send(user, "call:cancelled", inviteId=invite_id)
+        for user in (taken.from_id, taken.to_id):
+            await self.send(user, kind, inviteId=invite_id)
 
     async def accept(self, user_id: str, invite_id: str) -> str:
         """Start the call; returns its room id. Two racing accepts start one call."""

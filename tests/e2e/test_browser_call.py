@@ -85,3 +85,26 @@ async def test_two_browsers_call_each_other(live_server: str, pages: Pages) -> N
         item = page.locator("#history li.history-item", has_text=partner)
         await item.wait_for(timeout=10_000)
         assert "hello from Ada" in await item.inner_text()
+
+
+async def test_a_reload_mid_call_resumes_it(live_server: str, pages: Pages) -> None:
+    ada, bo = await pages.new("ada"), await pages.new("bo")
+    await sign_up(ada, live_server, "Ada", "female")
+    bo_id = await sign_up(bo, live_server, "Bo", "male")
+    person = ada.locator(f"#deck li[data-user-id='{bo_id}']")
+    await person.wait_for(timeout=20_000)
+    await ada.select_option("#invite-seconds", "60")
+    await person.locator(".invite-button").click()
+    await bo.locator("#incoming-invite").wait_for(state="visible", timeout=10_000)
+    await bo.click("#accept-invite")
+    await asyncio.gather(wait_media(ada), wait_media(bo))
+
+    await bo.reload()  # the socket and the peer connection drop; the grace period runs
+    await bo.locator("#call").wait_for(state="visible", timeout=15_000)
+    await asyncio.gather(wait_media(bo), wait_media(ada))  # both directions again
+    assert not await ada.locator("#call-ended").is_visible()
+
+    await bo.click("#end-call")
+    for page in (ada, bo):
+        ended = page.locator("#call-ended")
+        await ended.wait_for(state="visible", timeout=10_000)

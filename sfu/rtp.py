@@ -327,6 +327,45 @@ def _remap_extensions(
     return _pack_extensions(profile, out) if out else b""
 
 
+def _patch_in_place(
+    out: bytearray, ext_at: int, end: int, plan: ExtensionPlan, abs_send_time: int | None
+) -> bool:
+    """Rewrite a one-byte extension block where it lies, when the plan keeps every element
+    under its own id at its own length (the common case: both sides negotiated the same ids).
+    False when it cannot: then `out` may be half-patched and the caller rebuilds from scratch.
+    """
+    if out[ext_at] != 0xBE or out[ext_at + 1] != 0xDE:
+        return False
+    targets, actions, mid = plan.targets, plan.actions, plan.mid
+    i = ext_at + 4
+    while i < end:
+        b = out[i]
+        if b == 0:
+            i += 1
+            continue
+        xid = b >> 4
+        if xid == 15:
+            return True
+        length = (b & 0x0F) + 1
+        if i + 1 + length > end:
+            raise ValueError(RTP_EXTENSION_TRUNCATED)
+        action = actions[xid]
+        if action is ExtensionAction.DROP or targets[xid] != xid:
+            return False
+        if action is ExtensionAction.ABS_SEND_TIME and abs_send_time is not None:
+            if length != 3:
+                return False
+            out[i + 1] = (abs_send_time >> 16) & 0xFF
+            out[i + 2] = (abs_send_time >> 8) & 0xFF
+            out[i + 3] = abs_send_time & 0xFF
+        elif action is ExtensionAction.MID:
+            if length != len(mid):
+                return False
+            out[i + 1 : i + 1 + length] = mid
+        i += 1 + length
+    return True
+
+
 # --------------------------------------------------------------------------------------------
 # Forwarding rewrite and RTX
 
@@ -356,6 +395,11 @@ def rewrite(
         or (abs_send_time is None and plan.verbatim_without_abs_send_time)
     ):
         out = bytearray(packet)
+        out[1] = (out[1] & 0x80) | (payload_type & 0x7F)
+        _SEQ_TS_SSRC.pack_into(out, 2, sequence_number, timestamp, ssrc)
+        return out
+    out = bytearray(packet)
+    if _patch_in_place(out, ext_at, header_length, plan, abs_send_time):
         out[1] = (out[1] & 0x80) | (payload_type & 0x7F)
         _SEQ_TS_SSRC.pack_into(out, 2, sequence_number, timestamp, ssrc)
         return out

@@ -704,3 +704,42 @@ def test_every_rtcp_truncation_raises_value_error_or_parses() -> None:
         else:
             assert cut in boundaries
             assert b"".join(bytes(p) for p in packets) == compound[:cut]
+
+
+# ---- in-place patching of one-byte extension blocks ----
+
+SAME_IDS = {AUDIO_LEVEL_URI: 1, ABS_SEND_TIME_URI: 2, MID_URI: 4}
+
+
+@pytest.mark.parametrize(
+    ("elements", "mid", "patched"),
+    [
+        ([(1, b"\xb8"), (2, b"\x4a\x6b\x30"), (4, b"1")], "7", True),  # same ids and lengths
+        ([(2, b"\x4a\x6b\x30"), (4, b"1")], "video", False),  # MID changes length: rebuild
+        ([(1, b"\xb8"), (3, b"\x01\x60"), (4, b"1")], "1", False),  # id 3 unknown: dropped
+    ],
+)
+def test_in_place_patch_matches_the_rebuild(
+    elements: list[tuple[int, bytes]], mid: str, patched: bool
+) -> None:
+    plan = ExtensionPlan.build(SAME_IDS, SAME_IDS, mid=mid)
+    assert not plan.verbatim  # abs-send-time is replaced: not the verbatim fast path
+    packet = rtp(ext=one_byte(elements), payload=b"frame")
+    out = forward(packet, plan, abs_send_time=0x123456)
+    expected = {1: b"\xb8", 2: b"\x12\x34\x56", 4: mid.encode()}
+    assert dict(header_extensions(out)) == {k: v for k, v in expected.items()
+                                            if k in dict(elements)}
+    assert RtpHeader.parse(out).payload_offset == len(out) - len(b"frame")
+    assert out.endswith(b"frame")
+    if patched:  # the in-place path leaves the block's length (and the packet's) as it was
+        assert len(out) == len(packet)
+
+
+def test_in_place_patch_keeps_padding_between_elements() -> None:
+    plan = ExtensionPlan.build(SAME_IDS, SAME_IDS, mid="0")
+    body = bytes([0x10, 0xB8, 0x00, 0x22, 0x4A, 0x6B, 0x30, 0x40, ord("1")])  # padding byte
+    packet = rtp(ext=(0xBEDE, body + bytes(-len(body) % 4)), payload=b"p")
+    out = forward(packet, plan, abs_send_time=0xABCDEF)
+    assert len(out) == len(packet)
+    assert out[12 + 4 + 2] == 0  # the padding byte is still there: patched, not rebuilt
+    assert dict(header_extensions(out)) == {1: b"\xb8", 2: b"\xab\xcd\xef", 4: b"0"}

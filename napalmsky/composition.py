@@ -18,6 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from aiohttp import web
+from aiortc import RTCIceServer
 from prometheus_client import CollectorRegistry
 
 from adapters.blobs import LocalBlobStore, S3BlobStore
@@ -40,7 +41,7 @@ from core.live import Bus, LiveState
 from core.settings import Role, Settings
 from core.store import Store
 from sfu.admin import sfu_admin_routes
-from sfu.internals import NetworkConfig, RTCIceServer
+from sfu.internals import NetworkConfig
 from sfu.server import SfuConfig, SfuServer
 from sfu.stats import SfuCollector
 from sfu.ws import sfu_routes

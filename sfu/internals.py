@@ -29,7 +29,7 @@ import errno
 import logging
 import random
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -70,8 +70,6 @@ from aiortc.rtp import (
 )
 
 from core.errors import InvalidArgument, Unavailable
-
-__all__ = ["RTCIceServer"]  # re-exported so the composition root needs no aiortc import
 
 log = logging.getLogger(__name__)
 
@@ -440,5 +438,3 @@ class PeerSession:
         self._closed = True
         await self.pc.close()
 
-
-OnRtp = Callable[[bytes, Kind, int], Awaitable[None] | None]

@@ -130,6 +130,10 @@ async def test_two_hundred_join_leave_cycles_leave_nothing_behind(node: Node) ->
     for i in range(10):
         await light_cycle(node, "soak", f"warm-{i}")
     await media_call("warm")
+    # The default executor starts its threads lazily, up to its maximum, and keeps them: start
+    # them all now so later growth can only be a leak.
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(None, time.sleep, 0.1) for _ in range(64)))
     await asyncio.sleep(0.5)
     before = resources()
     started = time.monotonic()

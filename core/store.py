@@ -365,6 +365,10 @@ class UserRepository(Protocol):
 
     async def get(self, user_id: UserId) -> User | None: ...
 
+    async def get_many(self, user_ids: Sequence[UserId]) -> dict[UserId, User]:
+        """The users among `user_ids` that exist, in one query (at most 1,000 ids)."""
+        ...
+
     async def get_by_email(self, email: str) -> User | None: ...
 
     async def update(self, user_id: UserId, changes: UserChanges) -> User:

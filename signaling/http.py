@@ -103,24 +103,28 @@ def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
                             if u != me and u > cursor and u not in cooling)
         people: list[DeckEntry] = []
         next_cursor = None
-        for user_id in candidates:
-            if len(people) == limit:
-                next_cursor = people[-1].id
+        blobs = ctx.api.blobs
+        for start in range(0, len(candidates), limit):
+            chunk = candidates[start:start + limit]
+            free = [u for u in chunk if (s := await ctx.presence.state(u)).available
+                    and s.in_call is None]
+            users = await store.users.get_many([UserId(u) for u in free])
+            for user_id in free:
+                user = users.get(UserId(user_id))
+                if user is None or user.ban_status is not BanStatus.NONE:
+                    continue
+                if len(people) == limit:
+                    next_cursor = people[-1].id
+                    break
+                people.append(DeckEntry(
+                    id=user_id, name=user.name, gender=user.gender.value,
+                    selfieUrl=await blobs.url(user.selfie_url, SELFIE_URL_TTL)
+                    if user.selfie_url else None,
+                    videoUrl=await blobs.url(user.video_url, SELFIE_URL_TTL)
+                    if user.video_url else None,
+                ))
+            if next_cursor is not None:
                 break
-            state = await ctx.presence.state(user_id)
-            if not state.available or state.in_call is not None:
-                continue
-            user = await store.users.get(UserId(user_id))
-            if user is None or user.ban_status is not BanStatus.NONE:
-                continue
-            blobs = ctx.api.blobs
-            people.append(DeckEntry(
-                id=user_id, name=user.name, gender=user.gender.value,
-                selfieUrl=await blobs.url(user.selfie_url, SELFIE_URL_TTL)
-                if user.selfie_url else None,
-                videoUrl=await blobs.url(user.video_url, SELFIE_URL_TTL)
-                if user.video_url else None,
-            ))
         return dump(DeckPage(people=people, nextCursor=next_cursor))
 
     async def my_calls(request: web.Request) -> web.Response:

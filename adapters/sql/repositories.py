@@ -416,6 +416,19 @@ class SqlUserRepository:
             ).first()
         return None if row is None else _user(row._mapping)
 
+    async def get_many(self, user_ids: Sequence[UserId]) -> dict[UserId, User]:
+        wanted = sorted({u for u in user_ids if is_uuid(u)})
+        if not wanted:
+            return {}
+        if len(wanted) > MAX_LIST_LIMIT:
+            raise InvalidArgument(f"at most {MAX_LIST_LIMIT} users at a time")
+        async with self._db.tx() as conn:
+            rows = (
+                await conn.execute(sa.select(t.users).where(t.users.c.user_id.in_(wanted)))
+            ).all()
+        users = (_user(row._mapping) for row in rows)
+        return {user.user_id: user for user in users}
+
     async def get_by_email(self, email: str) -> User | None:
         async with self._db.tx() as conn:
             row = (await conn.execute(sa.select(t.users).where(t.users.c.email == email))).first()

@@ -1005,3 +1005,12 @@ async def test_calls_guard_their_users_and_the_schema_checks_them(backend: Backe
     async with s.engine.begin() as conn:  # deleting a call deletes its messages
         await conn.execute(sa.delete(t.calls).where(t.calls.c.room_id == call.room_id))
     assert await count_rows(s.engine, t.call_messages) == 0
+
+
+async def test_get_many_users_in_one_call(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    found = await s.users.get_many([ada.user_id, bob.user_id, UserId(new_id()),
+                                    UserId("not-a-uuid"), ada.user_id])
+    assert found == {ada.user_id: ada, bob.user_id: bob}
+    assert await s.users.get_many([]) == {}

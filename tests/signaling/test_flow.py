@@ -331,3 +331,26 @@ async def test_client_config(node: Node) -> None:
     assert await resp.json() == {"protocol": 1, "callMinSeconds": 10, "callMaxSeconds": 120,
                                  "callDefaultSeconds": 60, "inviteSeconds": 30,
                                  "reconnectGraceSeconds": 15.0}
+
+
+async def test_the_deck_pages_through_everyone_available(node: Node) -> None:
+    me = await node.user("Me")
+    others = [await node.user(f"P{i}") for i in range(5)]
+    banned = others[1]
+    await node.sig.api.store.users.update(UserId(banned.user_id),
+                                          {"ban_status": BanStatus.TEMPORARY})
+    await others[2].request("presence:set", available=False)
+    seen: list[str] = []
+    cursor = ""
+    for _ in range(10):
+        status, page = await node.get(f"/api/v1/deck?limit=2&cursor={cursor}", me.token)
+        assert status == 200 and len(page["people"]) <= 2
+        seen += [p["id"] for p in page["people"]]
+        if page["nextCursor"] is None:
+            break
+        cursor = page["nextCursor"]
+    expected = sorted(o.user_id for o in others if o not in (banned, others[2]))
+    assert seen == expected
+    for bad in ("limit=0", "limit=51", "limit=x"):
+        status, body = await node.get(f"/api/v1/deck?{bad}", me.token)
+        assert (status, body["error"]["code"]) == (400, "invalid_argument")

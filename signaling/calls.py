@@ -242,12 +242,18 @@ class CallService:
         placed_url = getattr(self.placement, "sfu_url", "")
         token = mint_join_token(self.node_secret, room_id, user_id, self.clock,
                                 self.rules.join_token_ttl)
+        messages = [
+            {"roomId": room_id, "from": m.sender_id, "text": m.text,
+             "sentAt": m.sent_at.timestamp(), "messageId": m.message_id}
+            for m in await self.store.calls.messages(RoomId(room_id))
+        ]
         return {
             "roomId": room_id,
             "endsAt": call.ends_at.timestamp(),
             "partner": {"id": partner, "name": partner_user.name if partner_user else ""},
             "sfu": {"url": placed_url, "token": token},
             "iceServers": self.ice_servers,
+            "messages": messages,  # the chat so far, so a client that resumes can show it
         }
 
     # ---- during the call ----

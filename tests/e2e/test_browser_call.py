@@ -98,10 +98,15 @@ async def test_a_reload_mid_call_resumes_it(live_server: str, pages: Pages) -> N
     await bo.locator("#incoming-invite").wait_for(state="visible", timeout=10_000)
     await bo.click("#accept-invite")
     await asyncio.gather(wait_media(ada), wait_media(bo))
+    await ada.fill("#chat-input", "before the reload")
+    await ada.click("#chat-send")
+    await bo.locator("#chat-log li", has_text="before the reload").wait_for(timeout=10_000)
 
     await bo.reload()  # the socket and the peer connection drop; the grace period runs
     await bo.locator("#call").wait_for(state="visible", timeout=15_000)
     await asyncio.gather(wait_media(bo), wait_media(ada))  # both directions again
+    # the chat so far comes back with the resumed call
+    await bo.locator("#chat-log li", has_text="before the reload").wait_for(timeout=10_000)
     assert not await ada.locator("#call-ended").is_visible()
 
     await bo.click("#end-call")

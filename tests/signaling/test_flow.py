@@ -198,8 +198,10 @@ async def test_a_dropped_socket_has_a_grace_period(node: Node) -> None:
     await asyncio.sleep(0.2)  # let the server see the socket go
     await node.advance(10)
     assert a.drain("call:ended") == []
+    await a.request("room:message", roomId=room_id, text="are you there?")
     back = await node.connect(b.token, b.user_id)
     assert back.state["call"]["roomId"] == room_id
+    assert [m["text"] for m in back.state["call"]["messages"]] == ["are you there?"]
     assert back.state["call"]["sfu"]["token"]  # a fresh join token to resume with
     await node.advance(10)
     assert a.drain("call:ended") == []

@@ -16,6 +16,7 @@ export function startCall(info) {
     showScreen("call");
     if (app.media.isHealthy(info.roomId)) app.media.updateInfo(info);
     else app.media.join(info);
+    for (const m of info.messages || []) onChat(m);  // already-seen ids are skipped
     return;
   }
   if (app.call) app.media.close();
@@ -40,6 +41,7 @@ export function startCall(info) {
   focusHeading("call-title");
   app.media.acquireMedia().then(updateToggles);
   app.media.join(info);
+  for (const m of info.messages || []) onChat(m);  // the chat so far, after a page reload
 }
 
 export const END_REASONS = {

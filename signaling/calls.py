@@ -29,7 +29,7 @@ from core.ids import NodeId, RoomId, UserId, is_uuid, new_id
 from core.live import Bus, LiveState, Subscription, node_channel, user_channel
 from core.store import BanStatus, CallEndReason, CallSummary, ChatMessage, Store
 from sfu.token import mint_join_token
-from signaling.placement import MediaEvent, Placement
+from signaling.placement import MediaEvent, PlacedRoom, Placement
 from signaling.presence import Presence, call_key
 from signaling.protocol import event
 from signaling.timers import Timers
@@ -207,8 +207,10 @@ class CallService:
             await self.live.release(call_key(invite.to_id), room_id)
             await self.send(invite.from_id, "call:declined", inviteId=invite_id)
             raise FailedPrecondition("the caller is in another call")
+        placed: PlacedRoom | None = None
         try:
             placed = await self.placement.open_room(room_id)
+            await self.live.set(f"room:sfu:{room_id}", placed.sfu_url, ttl=ttl)
             now = self.clock.time()
             ends_at = now + invite.seconds
             await self.store.calls.create(
@@ -216,6 +218,8 @@ class CallService:
                 callee_id=UserId(invite.to_id), node_id=placed.node_id,
                 started_at=utc_from_timestamp(now), ends_at=utc_from_timestamp(ends_at))
         except Exception:
+            if placed is not None:
+                await self.placement.close_room(room_id, CallEndReason.FAILED.value)
             await self.live.release(call_key(invite.to_id), room_id)
             await self.live.release(call_key(invite.from_id), room_id)
             await self.send(invite.from_id, "call:declined", inviteId=invite_id)
@@ -239,7 +243,8 @@ class CallService:
             raise NotFound("call not found")
         partner = call.callee_id if call.caller_id == user_id else call.caller_id
         partner_user = await self.store.users.get(partner)
-        placed_url = getattr(self.placement, "sfu_url", "")
+        # The SFU hosting the room, whichever node asks (rooms live on the accepting node).
+        placed_url = await self.live.get(f"room:sfu:{room_id}") or ""
         token = mint_join_token(self.node_secret, room_id, user_id, self.clock,
                                 self.rules.join_token_ttl)
         messages = [
@@ -348,6 +353,7 @@ class CallService:
         for user in (call.caller_id, call.callee_id):
             await self.live.release(call_key(user), room_id)
             self.timers.cancel(f"grace:{user}")
+        await self.live.delete(f"room:sfu:{room_id}")
         try:
             await self._close_room(room_id, call.node_id, reason.value)
         except Exception:

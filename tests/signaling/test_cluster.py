@@ -29,10 +29,12 @@ async def test_a_call_across_two_nodes(aiohttp_client: AiohttpClient, tmp_path: 
     clock = FakeClock(start=time.time())
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    node_a = await make_node(aiohttp_client, tmp_path / "a",
-                             {**shared, "NAPALMSKY_NODE_ID": "node-a"}, clock)
-    node_b = await make_node(aiohttp_client, tmp_path / "b",
-                             {**shared, "NAPALMSKY_NODE_ID": "node-b"}, clock)
+    node_a = await make_node(aiohttp_client, tmp_path / "a", {
+        **shared, "NAPALMSKY_NODE_ID": "node-a",
+        "NAPALMSKY_PUBLIC_URL": "https://node-a.example"}, clock)
+    node_b = await make_node(aiohttp_client, tmp_path / "b", {
+        **shared, "NAPALMSKY_NODE_ID": "node-b",
+        "NAPALMSKY_PUBLIC_URL": "https://node-b.example"}, clock)
     nodes: list[Node] = [node_a, node_b]
     bots: list[Bot] = []
     try:
@@ -50,6 +52,10 @@ async def test_a_call_across_two_nodes(aiohttp_client: AiohttpClient, tmp_path: 
         assert start_a["roomId"] == start_b["roomId"] == room_id
         assert room_id in node_b.client.app[SFU].rooms  # placed where it was accepted
         assert room_id not in node_a.client.app[SFU].rooms
+        assert start_a["sfu"]["url"] == start_b["sfu"]["url"] == "wss://node-b.example/sfu/ws"
+        # A reconnects (to node A): the resumed call still names node B's SFU
+        a2 = await node_a.connect(a.token, a.user_id)
+        assert a2.state["call"]["sfu"]["url"] == "wss://node-b.example/sfu/ws"
 
         # both open their media to the SFU named in call:start; signaling hears of it
         for start, colour in ((start_a, RED), (start_b, BLUE)):

@@ -138,10 +138,10 @@ class LatencyProbe:
     def _hook_consumer(self, consumer: Consumer) -> None:
         forward = consumer.forward
 
-        async def timed_forward(data: bytes) -> None:
+        async def timed_forward(data: bytes, start: int, end: int) -> None:
             key = data[2:4] + data[8:12]
             before = consumer.packets
-            await forward(data)
+            await forward(data, start, end)
             stamp = self._new.pop(key, None)
             if stamp is None:
                 stamp = self._old.pop(key, None)

@@ -31,7 +31,6 @@ from sfu.rtp import (
     is_h264_keyframe,
     is_vp8_keyframe,
     ntp_time,
-    payload_bounds,
     rewrite,
     wrap_rtx,
 )
@@ -108,13 +107,14 @@ class Consumer:
                 self.producer.stream.extensions, self.stream.extensions, mid=self.stream.mid
             )
 
-    async def forward(self, data: bytes) -> None:
+    async def forward(self, data: bytes, start: int, end: int) -> None:
+        """Send a copy of `data` (payload at data[start:end], as the producer validated it)."""
         stream, counters = self.stream, self.counters
         if stream is None or stream.ssrc is None or counters is None or self.closed:
             self.dropped += 1
             return
         if self._awaiting_keyframe:
-            if not self._starts_keyframe(data):
+            if not self._starts_keyframe(data[start:end]):
                 self.dropped += 1
                 if self.producer is not None:
                     self.producer.request_keyframe()
@@ -133,20 +133,15 @@ class Consumer:
                 sequence_number=seq, timestamp=ts, plan=self._plan,
                 abs_send_time=abs_send_time_from_ntp(ntp_time(self.clock.time())),
             )
-            start, end = payload_bounds(out)
         except ValueError:
             self.dropped += 1
             return
-        self._cache.put(seq, out)
-        if await self.transport.send_rtp(out):
-            counters.on_packet(end - start, ts, now)
+        packet = bytes(out)  # one copy, shared by the NACK cache and the send
+        self._cache.put(seq, packet)
+        if await self.transport.send_rtp(packet):
+            counters.on_packet(end - start, ts, now)  # rewriting never changes the payload
 
-    def _starts_keyframe(self, data: bytes) -> bool:
-        try:
-            start, end = payload_bounds(data)
-        except ValueError:
-            return False
-        payload = data[start:end]
+    def _starts_keyframe(self, payload: bytes) -> bool:
         codec = self.producer.stream.codec if self.producer is not None else "vp8"
         return is_h264_keyframe(payload) if codec == "h264" else is_vp8_keyframe(payload)
 

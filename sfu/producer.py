@@ -101,7 +101,7 @@ class Producer:
         if self._estimator is not None:
             self._estimate(data, arrival_ms, end - start, ssrc)
         for consumer in tuple(self.consumers):
-            await consumer.forward(data)
+            await consumer.forward(data, start, end)
 
     def _estimate(self, data: bytes, arrival_ms: int, payload_size: int, ssrc: int) -> None:
         assert self._estimator is not None

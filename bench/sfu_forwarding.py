@@ -50,10 +50,11 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from core.clock import SystemClock
 from core.errors import NapalmError
 from loadtest.counting import KINDS, CountingBot, KindCounts
+from loadtest.ice import bind_peer_connection
 from loadtest.media import audio_clip, video_clip
 from sfu.consumer import Consumer
 from sfu.events import ParticipantConnected, SfuEvent
-from sfu.internals import NetworkConfig, bind_peer_connection, codec_preferences
+from sfu.internals import NetworkConfig
 from sfu.server import SfuConfig, SfuServer
 from sfu.token import mint_join_token, verify_join_token
 from sfu.transport import Transport
@@ -110,15 +111,9 @@ class LatencyProbe:
             self._rotation = None
 
     def install(self, transport: Transport) -> None:
-        pc = transport.session.pc
-        seen: set[int] = set()
-        for transceiver in pc.getTransceivers():
-            dtls = transceiver.receiver.transport
-            connection = dtls.transport.iceGatherer._connection
-            if id(connection) in seen:
-                continue
-            seen.add(id(connection))
-            for protocol in connection._protocols:
+        generation = transport.ice.current
+        if generation is not None:
+            for protocol in generation.connection._protocols:
                 self._hook_socket(protocol)
         for consumer in transport.consumers.values():
             self._hook_consumer(consumer)
@@ -138,10 +133,10 @@ class LatencyProbe:
     def _hook_consumer(self, consumer: Consumer) -> None:
         forward = consumer.forward
 
-        async def timed_forward(data: bytes, start: int, end: int) -> None:
+        def timed_forward(data: bytes, start: int, end: int) -> None:
             key = data[2:4] + data[8:12]
             before = consumer.packets
-            await forward(data, start, end)
+            forward(data, start, end)
             stamp = self._new.pop(key, None)
             if stamp is None:
                 stamp = self._old.pop(key, None)
@@ -159,6 +154,13 @@ class LatencyProbe:
 
 
 # ---- the hosts: the SFU, and the decode/re-encode baseline ----
+
+
+def _codec_preferences(kind: str) -> list[Any]:
+    """Opus, or VP8 with RTX: what the SFU's rooms negotiate by default."""
+    wanted = {"audio/opus"} if kind == "audio" else {"video/vp8", "video/rtx"}
+    return [c for c in RTCRtpSender.getCapabilities(kind).codecs
+            if c.mimeType.lower() in wanted]
 
 
 class Host(Protocol):
@@ -332,9 +334,9 @@ class BaselineHost:
         await pc.setRemoteDescription(RTCSessionDescription(sdp, "offer"))
         for transceiver in pc.getTransceivers():
             transceiver.direction = "sendrecv"
-            transceiver.setCodecPreferences(codec_preferences(transceiver.kind, "vp8"))
+            transceiver.setCodecPreferences(_codec_preferences(transceiver.kind))
             me.senders[transceiver.kind] = transceiver.sender
-        bind_peer_connection(pc, LOOPBACK)
+        bind_peer_connection(pc)
         for other in room.values():
             if other is not me:
                 for track in other.tracks.values():

@@ -26,7 +26,7 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 
-from sfu.internals import NetworkConfig, bind_peer_connection
+from loadtest.ice import ClientNetwork, bind_peer_connection
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +124,11 @@ class Bot:
     """One participant. `await bot.join()`, then watch `bot.received`; `await bot.close()`."""
 
     def __init__(self, ws_url: str, token: str, *, colour: Colour = RED,
-                 net: NetworkConfig | None = None) -> None:
+                 net: ClientNetwork | None = None) -> None:
         self.ws_url = ws_url
         self.token = token
         self.colour = colour
-        self.net = net or NetworkConfig(bind=("127.0.0.1",))
+        self.net = net or ClientNetwork()
         self.received = Received()
         self.pc: RTCPeerConnection | None = None
         self.closed_reason: str | None = None

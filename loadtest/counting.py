@@ -28,8 +28,8 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import is_rtcp
 from aiortc.sdp import SessionDescription
 
+from loadtest.ice import ClientNetwork, bind_peer_connection
 from loadtest.media import EncodedClip, EncodedTrack
-from sfu.internals import NetworkConfig, bind_peer_connection
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +190,11 @@ class CountingBot:
 
     def __init__(
         self, ws_url: str, token: str, video: EncodedClip, audio: EncodedClip, *,
-        start: int = 0, net: NetworkConfig | None = None,
+        start: int = 0, net: ClientNetwork | None = None,
     ) -> None:
         self.ws_url = ws_url
         self.token = token
-        self.net = net or NetworkConfig(bind=("127.0.0.1",))
+        self.net = net or ClientNetwork()
         self.counter = PacketCounter()
         self.video_track = EncodedTrack(video, start=start)
         self.audio_track = EncodedTrack(audio, start=start * 5 // 3)

@@ -1,11 +1,14 @@
 """Consumer: the outgoing copy of a partner's track on one subscriber's connection.
 
-Each transport has one consumer per kind from the start, sending on a fixed SSRC announced in
-the SDP answer, so the partner's media arrives without a renegotiation round; when the partner
-joins late or rejoins, the consumer switches source and the rewriter keeps sequence numbers and
-timestamps continuous. It answers the subscriber's NACKs from its own cache (as RTX where the
-subscriber negotiated it), passes keyframe requests to its producer, and counts what it sent for
-honest sender reports.
+Each accepted section the subscriber receives on has one consumer from the start, sending on a
+fixed SSRC announced in the SDP answer, so the partner's media arrives without a renegotiation
+round; when the partner joins late, rejoins or restarts its stream, the consumer switches source
+and the rewriter keeps sequence numbers and timestamps continuous, holding video back until the
+new source's keyframe. It answers the subscriber's NACKs from its own cache (as RTX where the
+subscriber negotiated it) within a budget, passes keyframe requests to its producer, and sends
+sender reports that carry the publisher's own NTP <-> RTP mapping (RFC 3550 6.4.1, translated
+by the rewriter's timestamp offset), so that a receiver synchronises audio and video as they
+were captured, whatever the delays on the publisher's uplink.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from sfu.forwarding import (
     SendCounters,
     SequenceRewriter,
 )
-from sfu.internals import Kind, NegotiatedStream
+from sfu.negotiation import SectionPlan
 from sfu.rtp import (
+    TRANSPORT_CC_URI,
     ExtensionPlan,
     RtcpSenderReport,
     abs_send_time_from_ntp,
@@ -40,16 +44,20 @@ if TYPE_CHECKING:
     from sfu.transport import Transport
 
 _SEQ_TS = struct.Struct("!HI")
+_NTP_FRACTION = 1 << 32
 
 
 class Consumer:
-    def __init__(self, transport: Transport, kind: Kind, clock: Clock) -> None:
+    def __init__(self, transport: Transport, kind: str, ssrc: int, rtx_ssrc: int,
+                 clock: Clock) -> None:
         self.transport = transport
         self.kind = kind
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
         self.clock = clock
-        self.stream: NegotiatedStream | None = None  # set when our sender starts
+        self.section: SectionPlan | None = None  # set while the subscriber receives this kind
         self.producer: Producer | None = None
-        self.counters: SendCounters | None = None
+        self.counters = SendCounters(90_000 if kind == "video" else 48_000)
         self.retransmitted = 0
         self.dropped = 0
         self.keyframe_requests = 0
@@ -66,22 +74,38 @@ class Consumer:
         self._cache = PacketCache()
         self._nacks = NackResponder(self._cache)
         self._plan: ExtensionPlan | None = None
+        self._payload_type = 0
+        self._rtx_payload_type: int | None = None
         self._rtx_seq = 0
-        self._last_sr: tuple[int, float] | None = None  # (compact NTP, monotonic) of our last SR
+        self._sent_srs: list[tuple[int, float]] = []  # (compact NTP, monotonic) of recent SRs
         # After a source switch a video decoder needs a keyframe: drop until one comes.
         self._awaiting_keyframe = False
 
     @property
     def packets(self) -> int:
-        return self.counters.packet_count if self.counters is not None else 0
+        return self.counters.packet_count
 
     @property
     def octets(self) -> int:
-        return self.counters.octet_count if self.counters is not None else 0
+        return self.counters.octet_count
 
-    def set_stream(self, stream: NegotiatedStream) -> None:
-        self.stream = stream
-        self.counters = SendCounters(stream.clock_rate)
+    @property
+    def nack_responder(self) -> NackResponder:
+        return self._nacks
+
+    @property
+    def rewriter(self) -> SequenceRewriter:
+        return self._rewriter
+
+    def set_section(self, section: SectionPlan | None) -> None:
+        """What the subscriber negotiated for this kind (None: it does not receive it)."""
+        self.section = section if section is not None and section.sends else None
+        if self.section is not None and self.section.codec is not None:
+            self._payload_type = self.section.codec.payload_type
+            self.counters.clock_rate = self.section.codec.clock_rate
+            self._rtx_payload_type = (
+                self.section.rtx.payload_type if self.section.rtx is not None else None
+            )
         self._replan()
 
     def attach(self, producer: Producer) -> None:
@@ -92,25 +116,36 @@ class Consumer:
             self.producer.consumers.discard(self)
         self.producer = producer
         producer.consumers.add(self)
-        self._rewriter.switch_source(producer.stream.clock_rate, self.clock.monotonic())
-        self._awaiting_keyframe = self.kind == "video"
         self._replan()
-        producer.request_keyframe(force=True)
+        self.source_changed(producer)
+
+    def source_changed(self, producer: Producer) -> None:
+        """The producer's next packet starts a new source: rebase, and for video await a
+        keyframe (asked for at once)."""
+        if producer is not self.producer:
+            return
+        self._rewriter.switch_source(producer.clock_rate, self.clock.monotonic())
+        self._awaiting_keyframe = self.kind == "video"
+        if self._awaiting_keyframe:
+            producer.request_keyframe(force=True)
 
     def detach(self, producer: Producer) -> None:
         if self.producer is producer:
             self.producer = None
 
     def _replan(self) -> None:
-        if self.stream is not None and self.producer is not None:
+        section, producer = self.section, self.producer
+        if section is not None and producer is not None:
+            # Transport-wide sequence numbers belong to the publisher's uplink: on the downlink
+            # the subscriber estimates from abs-send-time and tells us by REMB.
             self._plan = ExtensionPlan.build(
-                self.producer.stream.extensions, self.stream.extensions, mid=self.stream.mid
+                producer.extensions, section.extensions, mid=section.mid,
+                drop=(TRANSPORT_CC_URI,),
             )
 
-    async def forward(self, data: bytes, start: int, end: int) -> None:
+    def forward(self, data: bytes, start: int, end: int) -> None:
         """Send a copy of `data` (payload at data[start:end], as the producer validated it)."""
-        stream, counters = self.stream, self.counters
-        if stream is None or stream.ssrc is None or counters is None or self.closed:
+        if self.section is None or self.closed:
             self.dropped += 1
             return
         if self._awaiting_keyframe:
@@ -129,7 +164,7 @@ class Consumer:
         seq, ts = mapped
         try:
             out = rewrite(
-                data, ssrc=stream.ssrc, payload_type=stream.payload_type,
+                data, ssrc=self.ssrc, payload_type=self._payload_type,
                 sequence_number=seq, timestamp=ts, plan=self._plan,
                 abs_send_time=abs_send_time_from_ntp(ntp_time(self.clock.time())),
             )
@@ -138,25 +173,26 @@ class Consumer:
             return
         packet = bytes(out)  # one copy, shared by the NACK cache and the send
         self._cache.put(seq, packet)
-        if await self.transport.send_rtp(packet):
-            counters.on_packet(end - start, ts, now)  # rewriting never changes the payload
+        if self.transport.send_rtp(packet):
+            self.counters.on_packet(end - start, ts, now)  # rewriting never changes the payload
 
     def _starts_keyframe(self, payload: bytes) -> bool:
-        codec = self.producer.stream.codec if self.producer is not None else "vp8"
+        codec = self.producer.codec if self.producer is not None else "vp8"
         return is_h264_keyframe(payload) if codec == "h264" else is_vp8_keyframe(payload)
 
-    async def on_nack(self, lost: list[int]) -> None:
+    def on_nack(self, lost: list[int]) -> None:
         self.nacks_received += 1
-        stream = self.stream
-        if stream is None:
+        if self.section is None:
             return
-        for packet in self._nacks.respond(lost, self.clock.monotonic()):
-            if stream.rtx_payload_type is not None and stream.rtx_ssrc is not None:
-                packet = bytes(wrap_rtx(packet, rtx_ssrc=stream.rtx_ssrc,
-                                        rtx_payload_type=stream.rtx_payload_type,
+        packets = self._nacks.respond(lost, self.clock.monotonic(), rtt=self.rtt,
+                                      bitrate=self.meter.bitrate)
+        for packet in packets:
+            if self._rtx_payload_type is not None:
+                packet = bytes(wrap_rtx(packet, rtx_ssrc=self.rtx_ssrc,
+                                        rtx_payload_type=self._rtx_payload_type,
                                         rtx_sequence_number=self._rtx_seq))
                 self._rtx_seq = (self._rtx_seq + 1) & 0xFFFF
-            if await self.transport.send_rtp(packet):
+            if self.transport.send_rtp(packet):
                 self.retransmitted += 1
 
     def on_keyframe_request(self) -> None:
@@ -167,18 +203,34 @@ class Consumer:
     def on_receiver_report(self, fraction_lost: int, packets_lost: int, jitter: int,
                            lsr: int, dlsr: int) -> None:
         self.fraction_lost, self.packets_lost, self.jitter = fraction_lost, packets_lost, jitter
-        if self._last_sr is not None and lsr == self._last_sr[0] and lsr:
-            # RFC 3550 6.4.1: RTT = now - LSR - DLSR, all in 1/65536 s.
-            elapsed = self.clock.monotonic() - self._last_sr[1]
-            self.rtt = max(0.0, elapsed - dlsr / 65536)
+        if not lsr:
+            return
+        for sent_lsr, sent_at in self._sent_srs:
+            if sent_lsr == lsr:
+                # RFC 3550 6.4.1: RTT = now - LSR - DLSR, all in 1/65536 s.
+                elapsed = self.clock.monotonic() - sent_at
+                self.rtt = max(0.0, elapsed - dlsr / 65536)
+                return
 
-    def sender_report(self, ntp: int, now: float) -> RtcpSenderReport | None:
-        if self.counters is None or self.stream is None or self.stream.ssrc is None:
+    def sender_report(self, now: float) -> RtcpSenderReport | None:
+        """Our SR: the publisher's NTP <-> RTP mapping moved forward to `now` and translated
+        onto our timestamps; None until the publisher has sent one and we have sent media."""
+        producer = self.producer
+        if self.section is None or producer is None or self.counters.last_rtp_timestamp is None:
             return None
-        report = self.counters.sender_report(self.stream.ssrc, now=now, ntp_timestamp=ntp)
-        if report is not None:
-            self._last_sr = (compact_ntp(ntp), now)
-        return report
+        report = producer.sender_report
+        offset = self._rewriter.timestamp_offset
+        if report is None or offset is None or report.ssrc != producer.ssrc:
+            return None
+        elapsed = max(0.0, now - report.received_at)
+        ntp = (report.ntp_timestamp + int(elapsed * _NTP_FRACTION)) & 0xFFFF_FFFF_FFFF_FFFF
+        rtp = (report.rtp_timestamp + offset + round(elapsed * producer.clock_rate)) & 0xFFFFFFFF
+        self._sent_srs = [*self._sent_srs[-3:], (compact_ntp(ntp), now)]
+        return RtcpSenderReport(
+            ssrc=self.ssrc, ntp_timestamp=ntp, rtp_timestamp=rtp,
+            packet_count=self.counters.packet_count & 0xFFFFFFFF,
+            octet_count=self.counters.octet_count & 0xFFFFFFFF,
+        )
 
     def close(self, reason: CloseReason) -> None:
         if self.closed:

@@ -28,6 +28,11 @@ class SequenceRewriter:
     time since then (at least one tick). Within a source, sequence numbers are extended to
     count 16-bit wraps, so the same input always maps to the same output; packets more than
     `window` behind the newest, or older than the source's first packet, are dropped (`None`).
+
+    A timestamp that jumps while the sequence number advances normally (an encoder restarted
+    under the same SSRC) is rebased like a source switch: the outgoing timestamp then advances
+    by the wall time since the last packet, when the jump differs from that wall time by more
+    than `max_timestamp_jump` seconds.
     """
 
     __slots__ = (
@@ -42,10 +47,12 @@ class SequenceRewriter:
         "_seq_offset",
         "_switched_at",
         "_ts_offset",
+        "max_timestamp_jump",
+        "rebases",
         "window",
     )
 
-    def __init__(self, *, window: int = 1000) -> None:
+    def __init__(self, *, window: int = 1000, max_timestamp_jump: float = 3.0) -> None:
         if not 0 < window < _HALF_SEQ:
             raise ValueError("window must be between 1 and 32767")
         self.window = window
@@ -60,6 +67,13 @@ class SequenceRewriter:
         self._last_out_seq = 0
         self._last_out_ts = 0
         self._last_at = 0.0
+        self.max_timestamp_jump = max_timestamp_jump
+        self.rebases = 0
+
+    @property
+    def timestamp_offset(self) -> int | None:
+        """What is added (mod 2^32) to the current source's timestamps, once it has one."""
+        return self._ts_offset if self._has_source else None
 
     @property
     def last_sequence_number(self) -> int | None:
@@ -101,6 +115,16 @@ class SequenceRewriter:
                     return None
         out_seq = (ext + self._seq_offset) & _SEQ_MASK
         out_ts = (timestamp + self._ts_offset) & _TS_MASK
+        if ext > self._highest and self._has_output and self._clock_rate:
+            step = (out_ts - self._last_out_ts) & _TS_MASK
+            if step >= _HALF_TS:
+                step -= RTP_TS_MOD
+            expected = (now - self._last_at) * self._clock_rate
+            if abs(step - expected) > self.max_timestamp_jump * self._clock_rate:
+                ticks = max(1, round(max(0.0, now - self._last_at) * self._clock_rate))
+                self._ts_offset = (self._last_out_ts + ticks - timestamp) & _TS_MASK
+                out_ts = (timestamp + self._ts_offset) & _TS_MASK
+                self.rebases += 1
         if ext >= self._highest:
             self._highest = ext
             self._last_out_seq = out_seq
@@ -138,23 +162,53 @@ class PacketCache:
 
 
 class NackResponder:
-    """Answers a subscriber's NACKs from a `PacketCache`, resending a given sequence number at
-    most once per `min_interval` seconds so that a storm of NACKs does not multiply traffic."""
+    """Answers a subscriber's NACKs (RFC 4585 6.2.1) from a `PacketCache`, within a budget.
 
-    __slots__ = ("_cache", "_seqs", "_times", "min_interval", "missed", "resent", "suppressed")
+    A packet is resent at most `max_resends` times, and not again within one round-trip time
+    of its last resend (`min_interval` when the RTT is not known yet): a NACK sent before our
+    retransmission could arrive asks for nothing new. Resent bytes are drawn from a token bucket
+    refilled at `share` of the subscriber's send bitrate (at least `floor` bits/s), holding at
+    most `burst` seconds of it, so a storm of NACKs cannot multiply a consumer's traffic.
+    """
 
-    def __init__(self, cache: PacketCache, *, min_interval: float = 0.1) -> None:
+    __slots__ = ("_cache", "_counts", "_last_refill", "_seqs", "_times", "_tokens", "burst",
+                 "floor", "max_resends", "min_interval", "missed", "over_budget", "resent",
+                 "share", "suppressed")
+
+    def __init__(self, cache: PacketCache, *, max_resends: int = 3, min_interval: float = 0.1,
+                 share: float = 0.3, floor: float = 200_000.0, burst: float = 0.5) -> None:
         self._cache = cache
+        self.max_resends = max_resends
         self.min_interval = min_interval
+        self.share = share
+        self.floor = floor
+        self.burst = burst
         self._seqs = [-1] * cache.size
         self._times = [0.0] * cache.size
+        self._counts = [0] * cache.size
+        self._tokens = floor / 8 * burst
+        self._last_refill: float | None = None
         self.resent = 0
         self.suppressed = 0
         self.missed = 0
+        self.over_budget = 0
 
-    def respond(self, lost: Iterable[int], now: float) -> list[bytes]:
-        """The cached packets to resend for `lost`, in the order asked."""
-        cache, seqs, times = self._cache, self._seqs, self._times
+    def _refill(self, now: float, bitrate: float) -> None:
+        rate = max(self.floor, self.share * bitrate) / 8  # bytes per second
+        if self._last_refill is not None:
+            self._tokens = min(rate * self.burst,
+                               self._tokens + rate * max(0.0, now - self._last_refill))
+        self._last_refill = now
+
+    def respond(self, lost: Iterable[int], now: float, *, rtt: float | None = None,
+                bitrate: float = 0.0) -> list[bytes]:
+        """The cached packets to resend for `lost`, in the order asked.
+
+        `rtt` in seconds (None when unknown), `bitrate` the subscriber's send rate in bits/s.
+        """
+        self._refill(now, bitrate)
+        interval = min(max(rtt, 0.01), 1.0) if rtt is not None else self.min_interval
+        cache, seqs, times, counts = self._cache, self._seqs, self._times, self._counts
         size = cache.size
         out: list[bytes] = []
         for seq in lost:
@@ -163,11 +217,19 @@ class NackResponder:
                 self.missed += 1
                 continue
             i = seq % size
-            if seqs[i] == seq and now - times[i] < self.min_interval:
-                self.suppressed += 1
+            if seqs[i] == seq:
+                if counts[i] >= self.max_resends or now - times[i] < interval:
+                    self.suppressed += 1
+                    continue
+            else:
+                seqs[i] = seq
+                counts[i] = 0
+            if self._tokens < len(packet):
+                self.over_budget += 1
                 continue
-            seqs[i] = seq
+            self._tokens -= len(packet)
             times[i] = now
+            counts[i] += 1
             out.append(packet)
         self.resent += len(out)
         return out
@@ -220,6 +282,7 @@ class StreamStats:
         "_started",
         "clock_rate",
         "received",
+        "restarts",
         "ssrc",
     )
 
@@ -233,6 +296,7 @@ class StreamStats:
         self._jitter = 0.0
         self._last_arrival: float | None = None
         self._last_ts = 0
+        self.restarts = 0  # sequence number jumps confirmed by the next packet
 
     def _init_seq(self, seq: int) -> None:
         self._base_seq = seq
@@ -283,6 +347,7 @@ class StreamStats:
                     return False
                 self._init_seq(seq)  # two sequential packets after a jump: the source restarted
                 self._last_arrival = None
+                self.restarts += 1
                 advanced = True
         self.received += 1
         if advanced:

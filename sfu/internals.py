@@ -1,21 +1,23 @@
 """Every use of aiortc's and aioice's private internals, in one module.
 
-aiortc is a WebRTC endpoint, not an SFU: its receiver decodes every track and its senders encode.
-We keep what it does well (SDP, ICE, DTLS, SRTP) and take the media path over at these seams:
+The SFU writes its own SDP answers (sfu/negotiation.py) and owns the media path; from aiortc and
+aioice it keeps ICE connectivity checks (aioice `Connection`), the DTLS handshake and the SRTP
+keys (aiortc `RTCDtlsTransport`). The seams:
 
-- `RTCDtlsTransport._handle_rtp_data(data, arrival_time_ms)`: each decrypted RTP datagram, before
-  aiortc parses it. We replace it per transport instance and hand the bytes to the SFU.
-- `RTCDtlsTransport._send_rtp(data)`: protects and sends a datagram; consumers send through it.
-- `RTCDtlsTransport._register_rtp_receiver` / `_register_rtp_sender` / `_rtp_router`: the RTCP
-  routing table, which we keep using so RTCP reaches our receiver and sender classes.
-- `RTCRtpReceiver.receive/stop/_handle_rtcp_packet/_handle_rtp_packet`: replaced by
-  `ForwardingReceiver` (no decoder thread, no jitter buffer, no RTCP task of its own).
-- `RTCRtpSender.send/stop/_handle_rtcp_packet`: replaced by `ForwardingSender` (no 20 ms polling
-  `_run_rtp`, no encoder; NACK and PLI/FIR go to the SFU's consumer).
-- `RTCIceGatherer._connection` (an aioice `Connection`): its `gather_candidates` is replaced so
-  host candidates bind the configured addresses within the configured UDP port range and announce
-  the configured public addresses. aioice's `StunProtocol`, `Candidate`, `_protocols`,
-  `_local_candidates`, `_local_candidates_start/_end` and `_components` are used for that.
+- aioice `Connection`: host candidates are gathered by `_gather` (configured bind addresses,
+  UDP port range, announced public addresses) through `_protocols`, `_local_candidates`,
+  `_local_candidates_start/_end`, `StunProtocol.local_candidate`; `get_component_candidates`
+  is called with no host address for TURN relay candidates. Every non-STUN datagram arrives
+  through `Connection.data_received`, replaced per instance so media never queues in aioice;
+  we send on the nominated pair (`_nominated[1]`, `CandidatePair.protocol/remote_addr`). An
+  ICE restart (new ufrag/pwd in a re-offer, RFC 8445 section 9) is a new `Connection` with new
+  credentials and sockets; media keeps flowing on the old pair until the new one is nominated.
+- aiortc `RTCDtlsTransport`: runs the handshake over `IceShim` (its `_recv`, `_send`, `role`),
+  with `SfuCertificate` whose `_create_ssl_context` offers ECDHE suites for both ECDSA and RSA
+  certificates (aiortc's own offers ECDSA only, so a browser with an RSA certificate fails);
+  `_write_ssl` is replaced to flush a whole flight; after the handshake the SRTP sessions
+  `_rx_srtp` / `_tx_srtp` (pylibsrtp) are used directly. SRTP and SRTCP never enter aiortc: its
+  RTP/RTCP parsers do not run on our datagrams.
 
 The versions are pinned exactly in pyproject.toml; `check_versions()` and
 tests/sfu/test_internals.py fail loudly when the installed aiortc or aioice differs or when one of
@@ -25,62 +27,49 @@ these attributes is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import random
+import secrets
 import socket
-from collections.abc import Awaitable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
 
-from aioice import Candidate
+import pylibsrtp
+from aioice import Candidate, Connection, ConnectionClosed
 from aioice.candidate import candidate_foundation, candidate_priority
-from aioice.ice import Connection, StunProtocol, get_host_addresses
-from aiortc import (
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCRtpReceiver,
-    RTCRtpSender,
-    RTCRtpTransceiver,
-    RTCSessionDescription,
+from aioice.ice import StunProtocol, get_host_addresses
+from aiortc import RTCIceServer
+from aiortc.rtcdtlstransport import (
+    RTCCertificate,
+    RTCDtlsFingerprint,
+    RTCDtlsParameters,
+    RTCDtlsTransport,
+    SRTPProtectionProfile,
 )
-from aiortc.rate import RemoteBitrateEstimator
-from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.rtcdtlstransport import RTCDtlsTransport
-from aiortc.rtcrtpparameters import (
-    RTCRtpCodecCapability,
-    RTCRtpCodecParameters,
-    RTCRtpParameters,
-    RTCRtpReceiveParameters,
-    RTCRtpSendParameters,
-)
-from aiortc.rtp import (
-    RTCP_PSFB_APP,
-    RTCP_PSFB_FIR,
-    RTCP_PSFB_PLI,
-    RTCP_RTPFB_NACK,
-    AnyRtcpPacket,
-    RtcpPsfbPacket,
-    RtcpRrPacket,
-    RtcpRtpfbPacket,
-    RtcpSrPacket,
-    unpack_remb_fci,
-)
+from aiortc.rtcicetransport import connection_kwargs
+from OpenSSL import SSL
 
-from core.errors import InvalidArgument, Unavailable
+from core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
 AIORTC_VERSION = "1.16.0"
 AIOICE_VERSION = "0.13.0"
 UDP_SOCKET_BUFFER_SIZE = 1 << 21
+DTLS_QUEUE_LIMIT = 64  # DTLS records waiting for the handshake loop; more are dropped
 
-Kind = str  # "audio" | "video"
-
-# aiortc's receive-side bandwidth estimator (abs-send-time based), public module, reused as is.
-BitrateEstimator = RemoteBitrateEstimator
+# ECDHE with ECDSA or RSA authentication (RFC 8827 section 6.5: browsers use either kind of
+# certificate), AEAD first.
+DTLS_CIPHERS = (
+    b"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    b"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    b"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    b"ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA"
+)
 
 
 def check_versions() -> None:
@@ -104,125 +93,11 @@ class NetworkConfig:
     ice_servers: tuple[RTCIceServer, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class NegotiatedStream:
-    """What one side of a connection negotiated for one kind of media."""
-
-    kind: Kind
-    mid: str | None
-    payload_type: int
-    clock_rate: int
-    codec: str
-    rtx_payload_type: int | None
-    extensions: dict[str, int]  # uri -> id
-    ssrc: int | None = None  # our sender's SSRC (outgoing side only)
-    rtx_ssrc: int | None = None
+# --------------------------------------------------------------------------------------------
+# Sockets and candidates
 
 
-def _stream(kind: Kind, parameters: RTCRtpParameters, ssrc: int | None = None,
-            rtx_ssrc: int | None = None) -> NegotiatedStream:
-    primary: RTCRtpCodecParameters = parameters.codecs[0]
-    rtx_pt = next(
-        (c.payloadType for c in parameters.codecs
-         if c.mimeType.lower().endswith("/rtx") and c.parameters.get("apt") == primary.payloadType),
-        None,
-    )
-    return NegotiatedStream(
-        kind=kind,
-        mid=parameters.muxId or None,
-        payload_type=primary.payloadType if primary.payloadType is not None else 0,
-        clock_rate=primary.clockRate,
-        codec=primary.mimeType.split("/", 1)[1].lower(),
-        rtx_payload_type=rtx_pt,
-        extensions={e.uri: e.id for e in parameters.headerExtensions},
-        ssrc=ssrc,
-        rtx_ssrc=rtx_ssrc,
-    )
-
-
-class SessionHandler:
-    """What a PeerSession reports to its owner (the SFU transport). Override what you need."""
-
-    def on_rtp(self, data: bytes, kind: Kind, arrival_ms: int) -> Awaitable[None] | None:
-        """A decrypted RTP packet from the publisher (an RTX one included)."""
-        return None
-
-    def on_nack(self, kind: Kind, lost: list[int]) -> Awaitable[None] | None:
-        return None
-
-    def on_keyframe_request(self, kind: Kind) -> None: ...
-
-    def on_receiver_report(self, kind: Kind, fraction_lost: int, packets_lost: int,
-                           jitter: int, lsr: int, dlsr: int) -> None:
-        """A subscriber's report block about our outgoing `kind` stream."""
-
-    def on_remb(self, kind: Kind, bitrate: int) -> None:
-        """A subscriber's bandwidth estimate for our outgoing streams."""
-
-    def on_sender_report(self, kind: Kind, ntp_timestamp: int) -> None:
-        """The publisher's sender report for its `kind` stream."""
-
-    def on_receiving(self, stream: NegotiatedStream) -> None: ...
-
-    def on_sending(self, stream: NegotiatedStream) -> None: ...
-
-    def on_state(self, state: str) -> None: ...
-
-
-class ForwardingReceiver(RTCRtpReceiver):
-    """An RTCRtpReceiver that starts no decoder: the SFU takes the packets at the transport."""
-
-    _napalm_session: PeerSession
-    _napalm_started: bool
-
-    async def receive(self, parameters: RTCRtpReceiveParameters) -> None:
-        if self._napalm_started:
-            return
-        self._napalm_started = True
-        self.transport._register_rtp_receiver(self, parameters)
-        self._napalm_session._receiver_started(self, parameters)
-
-    async def stop(self) -> None:
-        if self._napalm_started:
-            self._napalm_started = False
-            self.transport._unregister_rtp_receiver(self)
-
-    def _handle_disconnect(self) -> None:
-        return None
-
-    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
-        self._napalm_session._publisher_rtcp(self, packet)
-
-    async def _handle_rtp_packet(self, packet: Any, arrival_time_ms: int) -> None:
-        # Never reached: RTP is taken at RTCDtlsTransport._handle_rtp_data.
-        return None
-
-
-class ForwardingSender(RTCRtpSender):
-    """An RTCRtpSender with no track, no encoder and no polling loop."""
-
-    _napalm_session: PeerSession
-    _napalm_started: bool
-
-    async def send(self, parameters: RTCRtpSendParameters) -> None:
-        if self._napalm_started:
-            return
-        self._napalm_started = True
-        self.transport._register_rtp_sender(self, parameters)
-        self._napalm_session._sender_started(self, parameters)
-
-    async def stop(self) -> None:
-        if self._napalm_started:
-            self._napalm_started = False
-            self.transport._unregister_rtp_sender(self)
-
-    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
-        await self._napalm_session._subscriber_rtcp(self, packet)
-
-
-def _bind_in_range(
-    address: str, port_min: int, port_max: int
-) -> socket.socket:
+def _bind_in_range(address: str, port_min: int, port_max: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     ports: Sequence[int]
     if port_min == 0:
@@ -245,196 +120,330 @@ def _bind_in_range(
     raise Unavailable(f"no free UDP port on {address} in {port_min}-{port_max}")
 
 
-def _install_gatherer(connection: Connection, net: NetworkConfig) -> None:
-    """Replace aioice's host-candidate gathering with ours (bind, port range, announce)."""
-    original = connection.get_component_candidates
-
-    async def gather_candidates() -> None:
-        if connection._local_candidates_start:
-            return
-        connection._local_candidates_start = True
-        addresses = list(net.bind) or get_host_addresses(
-            use_ipv4=connection._use_ipv4, use_ipv6=connection._use_ipv6
+async def _gather(connection: Connection, net: NetworkConfig) -> None:
+    """aioice's gathering with our bind addresses, port range and announced addresses."""
+    connection._local_candidates_start = True
+    addresses = list(net.bind) or get_host_addresses(
+        use_ipv4=connection._use_ipv4, use_ipv6=connection._use_ipv6
+    )
+    loop = asyncio.get_running_loop()
+    for index, address in enumerate(addresses):
+        sock = _bind_in_range(address, net.port_min, net.port_max)
+        try:
+            _, protocol = await loop.create_datagram_endpoint(
+                lambda: StunProtocol(connection), sock=sock
+            )
+        except BaseException:
+            sock.close()
+            raise
+        bound = protocol.transport.get_extra_info("sockname")
+        host = net.announce[index] if index < len(net.announce) else bound[0]
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host),
+            component=1,
+            transport="udp",
+            priority=candidate_priority(1, "host", 65535 - index),
+            host=host,
+            port=bound[1],
+            type="host",
         )
-        loop = asyncio.get_running_loop()
-        for component in sorted(connection._components):
-            for index, address in enumerate(addresses):
-                sock = _bind_in_range(address, net.port_min, net.port_max)
-                _, protocol = await loop.create_datagram_endpoint(
-                    lambda: StunProtocol(connection), sock=sock
-                )
-                bound = protocol.transport.get_extra_info("sockname")
-                host = net.announce[index] if net.announce else bound[0]
-                protocol.local_candidate = Candidate(
-                    foundation=candidate_foundation("host", "udp", host),
-                    component=component,
-                    transport="udp",
-                    priority=candidate_priority(component, "host"),
-                    host=host,
-                    port=bound[1],
-                    type="host",
-                )
-                connection._protocols.append(protocol)
-                connection._local_candidates.append(protocol.local_candidate)
-            if connection.turn_server is not None:
-                # Relay candidates come from aioice itself (no host sockets of its own).
-                connection._local_candidates += await original(component, addresses=[])
-        connection._local_candidates_end = True
-
-    connection.gather_candidates = gather_candidates  # type: ignore[method-assign]
-
-
-def bind_peer_connection(pc: RTCPeerConnection, net: NetworkConfig) -> None:
-    """Make every ICE gatherer of `pc` use `net` (bind addresses, port range, announce).
-
-    Call after the transceivers exist and before the first local description is set.
-    """
-    transports = pc._RTCPeerConnection__iceTransports  # type: ignore[attr-defined]
-    for ice_transport in transports:
-        _install_gatherer(ice_transport.iceGatherer._connection, net)
-
-
-def codec_preferences(kind: Kind, video_codec: str) -> list[RTCRtpCodecCapability]:
-    """The codecs a room allows for `kind`: Opus for audio; the room's video codec."""
-    capabilities = RTCRtpSender.getCapabilities(kind)
-    wanted = "audio/opus" if kind == "audio" else f"video/{video_codec}"
-    chosen = [c for c in capabilities.codecs if c.mimeType.lower() == wanted]
-    if not chosen:
-        raise InvalidArgument(f"codec {wanted} is not available")
-    if kind == "video":  # retransmissions in their own stream (RFC 4588)
-        chosen += [c for c in capabilities.codecs if c.mimeType.lower() == "video/rtx"]
-    return chosen
-
-
-class PeerSession:
-    """One participant's RTCPeerConnection, with the media path handed to a SessionHandler."""
-
-    def __init__(self, handler: SessionHandler, net: NetworkConfig, video_codec: str) -> None:
-        self.handler = handler
-        self.pc = RTCPeerConnection(
-            RTCConfiguration(iceServers=list(net.ice_servers),
-                             bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        connection._protocols.append(protocol)
+        connection._local_candidates.append(protocol.local_candidate)
+    if connection.turn_server is not None:
+        # Relay candidates come from aioice itself (no host sockets of its own).
+        connection._local_candidates += await connection.get_component_candidates(
+            1, addresses=[]
         )
-        self._transceivers: dict[Kind, RTCRtpTransceiver] = {}
-        self._pt_kind: dict[int, Kind] = {}
-        self._ssrc_kind: dict[int, Kind] = {}
-        self._closed = False
-        for kind in ("audio", "video"):
-            transceiver = self.pc.addTransceiver(kind, direction="sendrecv")
-            transceiver.setCodecPreferences(codec_preferences(kind, video_codec))
-            receiver, sender = transceiver.receiver, transceiver.sender
-            receiver.__class__ = ForwardingReceiver
-            sender.__class__ = ForwardingSender
-            receiver._napalm_session = sender._napalm_session = self  # type: ignore[attr-defined]
-            receiver._napalm_started = sender._napalm_started = False  # type: ignore[attr-defined]
-            self._transceivers[kind] = transceiver
-        dtls = self._dtls
-        dtls._handle_rtp_data = self._handle_rtp_data  # type: ignore[method-assign]
-        bind_peer_connection(self.pc, net)
+    connection._local_candidates_end = True
 
-        @self.pc.on("connectionstatechange")
-        def on_state() -> None:
-            handler.on_state(self.pc.connectionState)
+
+def _nominated_pair(connection: Connection) -> Any:
+    return connection._nominated.get(1)
+
+
+# --------------------------------------------------------------------------------------------
+# ICE
+
+
+class IceGeneration:
+    """One ICE session (RFC 8445): local credentials, sockets and candidates, and checks."""
+
+    def __init__(self, net: NetworkConfig, on_datagram: Callable[[bytes], None]) -> None:
+        self.connection = Connection(ice_controlling=False, components=1,
+                                     **connection_kwargs(list(net.ice_servers)))
+        # Media arrives here, never in aioice's queue (ours is the only consumer).
+        self.connection.data_received = (  # type: ignore[method-assign]
+            lambda data, component: on_datagram(data)
+        )
+        self.net = net
+        self.remote_ufrag: str | None = None
+        self.checks: asyncio.Task[None] | None = None
+        self.closed = False
 
     @property
-    def _dtls(self) -> RTCDtlsTransport:
-        transport: RTCDtlsTransport = self._transceivers["audio"].receiver.transport
-        return transport
+    def local_ufrag(self) -> str:
+        return str(self.connection.local_username)
 
-    def sender_ssrc(self, kind: Kind) -> int:
-        ssrc: int = self._transceivers[kind].sender._ssrc
-        return ssrc
+    @property
+    def local_pwd(self) -> str:
+        return str(self.connection.local_password)
 
-    async def answer(self, offer_sdp: str) -> str:
-        """Apply a client's offer and return our answer (all candidates included)."""
-        try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-        except Exception as exc:  # aiortc raises ValueError, AssertionError, its own errors...
-            log.debug("offer refused: %r", exc)
-            raise InvalidArgument("invalid offer: the SDP could not be parsed or applied") from None
-        answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
-        local = self.pc.localDescription
-        return str(local.sdp)
+    def local_candidates(self) -> list[str]:
+        return [c.to_sdp() for c in self.connection.local_candidates]
 
-    # ---- media path ----
+    async def gather(self) -> None:
+        await _gather(self.connection, self.net)
 
-    async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
-        if len(data) < 12 or data[0] >> 6 != 2:
-            return
-        ssrc = int.from_bytes(data[8:12], "big")
-        kind = self._ssrc_kind.get(ssrc)
-        if kind is None:
-            kind = self._pt_kind.get(data[1] & 0x7F)
-            if kind is None:
-                return
-            self._ssrc_kind[ssrc] = kind
-        pending = self.handler.on_rtp(data, kind, arrival_time_ms)
-        if pending is not None:
-            await pending
+    async def add_remote_candidates(self, candidates: Sequence[str]) -> None:
+        for line in candidates:
+            try:
+                candidate = Candidate.from_sdp(line)
+            except (ValueError, IndexError):
+                continue
+            await self.connection.add_remote_candidate(candidate)
 
-    async def send_rtp(self, data: bytes) -> bool:
-        """Protect and send one RTP or RTCP datagram; False when the connection is not up."""
-        try:
-            await self._dtls._send_rtp(data)
-        except ConnectionError:
+    def send(self, data: bytes) -> bool:
+        pair = _nominated_pair(self.connection)
+        if pair is None or self.closed:
             return False
+        transport = pair.protocol.transport
+        if transport.is_closing():
+            return False
+        transport.sendto(data, pair.remote_addr)
         return True
 
-    def _receiver_started(self, receiver: RTCRtpReceiver, params: RTCRtpReceiveParameters) -> None:
-        kind = self._kind_of_receiver(receiver)
-        for codec in params.codecs:
-            if codec.payloadType is not None:
-                self._pt_kind[codec.payloadType] = kind
-        for encoding in params.encodings:
-            self._ssrc_kind[encoding.ssrc] = kind
-        self.handler.on_receiving(_stream(kind, params))
+    @property
+    def nominated(self) -> bool:
+        return _nominated_pair(self.connection) is not None
 
-    def _sender_started(self, sender: RTCRtpSender, params: RTCRtpSendParameters) -> None:
-        kind = sender.kind
-        self.handler.on_sending(_stream(kind, params, sender._ssrc, sender._rtx_ssrc))
-
-    def _publisher_rtcp(self, receiver: RTCRtpReceiver, packet: AnyRtcpPacket) -> None:
-        if isinstance(packet, RtcpSrPacket):
-            self.handler.on_sender_report(
-                self._kind_of_receiver(receiver), packet.sender_info.ntp_timestamp
-            )
-
-    async def _subscriber_rtcp(self, sender: RTCRtpSender, packet: AnyRtcpPacket) -> None:
-        kind = sender.kind
-        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-            pending = self.handler.on_nack(kind, list(packet.lost))
-            if pending is not None:
-                await pending
-        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-            self.handler.on_keyframe_request(kind)
-        elif isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
-            try:
-                bitrate, _ssrcs = unpack_remb_fci(packet.fci)
-            except ValueError:
-                return
-            self.handler.on_remb(kind, bitrate)
-        elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
-            for report in packet.reports:
-                if report.ssrc == sender._ssrc:
-                    self.handler.on_receiver_report(
-                        kind, report.fraction_lost, report.packets_lost, report.jitter,
-                        report.lsr, report.dlsr,
-                    )
-
-    def _kind_of_receiver(self, receiver: RTCRtpReceiver) -> Kind:
-        for kind, transceiver in self._transceivers.items():
-            if transceiver.receiver is receiver:
-                return kind
-        raise LookupError("unknown receiver")
-
-    async def send_pli(self, kind: Kind, media_ssrc: int) -> None:
-        """Ask the publisher for a keyframe of its `kind` stream."""
-        await self._transceivers[kind].receiver._send_rtcp_pli(media_ssrc)
+    def remote_address(self) -> tuple[str, int] | None:
+        pair = _nominated_pair(self.connection)
+        if pair is None:
+            return None
+        host, port = pair.remote_addr
+        return str(host), int(port)
 
     async def close(self) -> None:
-        if self._closed:
+        if self.closed:
             return
-        self._closed = True
-        await self.pc.close()
+        self.closed = True
+        if self.checks is not None:
+            self.checks.cancel()
+            await asyncio.gather(self.checks, return_exceptions=True)
+        await self.connection.close()
 
+
+class IceAgent:
+    """The SFU's ICE for one transport: full ICE, controlled role, one component, restarts.
+
+    States: "new", "checking", "connected", "failed", "closed" (reported to `on_state`).
+    """
+
+    def __init__(self, net: NetworkConfig, on_datagram: Callable[[bytes], None],
+                 on_state: Callable[[str], None]) -> None:
+        self.net = net
+        self._on_datagram = on_datagram
+        self._on_state = on_state
+        self.current: IceGeneration | None = None  # the generation media is sent on
+        self.pending: IceGeneration | None = None  # a restart not nominated yet
+        self.state = "new"
+        self.restarts = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state and self.state != "closed":
+            self.state = state
+            self._on_state(state)
+
+    async def new_generation(self) -> IceGeneration:
+        """Gather a new ICE session (the first one, or an ICE restart's)."""
+        generation = IceGeneration(self.net, self._on_datagram)
+        try:
+            await generation.gather()
+        except BaseException:
+            await generation.close()
+            raise
+        return generation
+
+    async def start(self, generation: IceGeneration, remote_ufrag: str, remote_pwd: str,
+                    candidates: Sequence[str], remote_lite: bool = False) -> None:
+        """Run connectivity checks of `generation` against the remote credentials.
+
+        The first generation becomes current at once; a later one (an ICE restart) replaces
+        the current one when its pair is nominated, and the old one is closed then.
+        """
+        connection = generation.connection
+        connection.remote_username = remote_ufrag
+        connection.remote_password = remote_pwd
+        connection.remote_is_lite = remote_lite
+        generation.remote_ufrag = remote_ufrag
+        await generation.add_remote_candidates(candidates)
+        if self.current is None:
+            self.current = generation
+            self._set_state("checking")
+        else:
+            if self.pending is not None and self.pending is not generation:
+                self._spawn(self.pending.close())
+            self.pending = generation
+            self.restarts += 1
+        generation.checks = asyncio.ensure_future(self._run_checks(generation))
+
+    async def _run_checks(self, generation: IceGeneration) -> None:
+        connection = generation.connection
+        try:
+            await connection.connect()
+        except ConnectionError:
+            if generation is self.current and self.pending is None:
+                self._set_state("failed")
+            return
+        if generation is self.pending:
+            old, self.current, self.pending = self.current, generation, None
+            if old is not None:
+                self._spawn(old.close())
+        if generation is self.current:
+            self._set_state("connected")
+            # Consent freshness (RFC 7675): aioice closes the connection when it expires.
+            while True:
+                event = await connection.get_event()
+                if event is None or isinstance(event, ConnectionClosed):
+                    break
+            if generation is self.current and not generation.closed and self.pending is None:
+                self._set_state("failed")
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def send(self, data: bytes) -> bool:
+        """Send a datagram on the selected pair; False (dropped) when there is none yet."""
+        current = self.current
+        return current.send(data) if current is not None else False
+
+    @property
+    def local(self) -> IceGeneration | None:
+        """The generation whose credentials the latest answer carries."""
+        return self.pending or self.current
+
+    async def close(self) -> None:
+        self.state = "closed"
+        for generation in (self.pending, self.current):
+            if generation is not None:
+                await generation.close()
+        self.pending = self.current = None
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+# --------------------------------------------------------------------------------------------
+# DTLS and SRTP
+
+
+class SfuCertificate(RTCCertificate):
+    """The SFU's DTLS certificate (ECDSA P-256), offering suites for either kind of peer."""
+
+    def _create_ssl_context(self, srtp_profiles: list[SRTPProtectionProfile]) -> SSL.Context:
+        ctx = super()._create_ssl_context(srtp_profiles)
+        ctx.set_cipher_list(DTLS_CIPHERS)
+        return ctx
+
+    @property
+    def sha256(self) -> str:
+        return next(f.value for f in self.getFingerprints() if f.algorithm == "sha-256")
+
+
+class IceShim:
+    """What RTCDtlsTransport needs of an RTCIceTransport: DTLS records in, datagrams out."""
+
+    def __init__(self, ice: IceAgent) -> None:
+        self.ice = ice
+        self.role = "controlled"
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def feed(self, data: bytes) -> None:
+        if self.queue.qsize() < DTLS_QUEUE_LIMIT:
+            self.queue.put_nowait(data)
+
+    async def _recv(self) -> bytes:
+        data = await self.queue.get()
+        if data is None:
+            raise ConnectionError("transport closed")
+        return data
+
+    async def _send(self, data: bytes) -> None:
+        self.ice.send(data)  # UDP semantics: a datagram without a pair yet is dropped
+
+    def close(self) -> None:
+        self.queue.put_nowait(None)
+
+
+class SfuDtlsTransport(RTCDtlsTransport):
+    """aiortc's DTLS transport over our ICE, flushing whole flights; SRTP is handled by us."""
+
+    async def _write_ssl(self) -> None:
+        assert self._ssl is not None
+        while True:
+            try:
+                data = self._ssl.bio_read(1500)
+            except SSL.Error:
+                return
+            if not data:
+                return
+            await self.transport._send(data)
+
+    async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
+        return None  # never reached: SRTP does not enter aiortc
+
+    async def _handle_rtcp_data(self, data: bytes) -> None:
+        return None
+
+
+class DtlsSrtp:
+    """DTLS-SRTP (RFC 5764) for one transport: the handshake, then protect/unprotect."""
+
+    def __init__(self, ice: IceAgent, certificate: SfuCertificate) -> None:
+        self.shim = IceShim(ice)
+        self.transport = SfuDtlsTransport(self.shim, [certificate])  # type: ignore[arg-type]
+        self.rx: pylibsrtp.Session | None = None
+        self.tx: pylibsrtp.Session | None = None
+
+    @property
+    def state(self) -> str:
+        return str(self.transport.state)
+
+    def on_statechange(self, callback: Callable[[str], None]) -> None:
+        self.transport.on("statechange", lambda: callback(self.transport.state))
+
+    async def start(self, role: str, fingerprints: Sequence[tuple[str, str]]) -> bool:
+        """Handshake as DTLS `role` ("client" or "server"); True when SRTP keys are ready."""
+        self.transport._set_role(role)
+        params = RTCDtlsParameters(
+            fingerprints=[RTCDtlsFingerprint(algorithm=a, value=v) for a, v in fingerprints],
+            role="auto",
+        )
+        await self.transport.start(params)
+        if self.transport.state != "connected":
+            return False
+        self.rx, self.tx = self.transport._rx_srtp, self.transport._tx_srtp
+        return True
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.transport.stop()
+        self.shim.close()
+        self.rx = self.tx = None
+
+
+def random_ssrc() -> int:
+    return secrets.randbits(32) or 1
+
+
+__all__ = [
+    "DtlsSrtp",
+    "IceAgent",
+    "IceGeneration",
+    "NetworkConfig",
+    "SfuCertificate",
+    "check_versions",
+    "random_ssrc",
+]

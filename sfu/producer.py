@@ -2,24 +2,34 @@
 
 Besides forwarding, a producer is the SFU's receiving end toward the publisher: it keeps
 reception statistics for receiver reports, NACKs the packets that did not arrive (and unwraps
-the RTX retransmissions that answer), estimates the bandwidth for REMB, and passes keyframe
-requests up, throttled.
+the RTX retransmissions that answer), estimates the bandwidth for REMB when the publisher does
+not use transport-wide congestion control, keeps the publisher's last sender report (its
+NTP <-> RTP mapping, which consumers pass on for lip sync), and passes keyframe requests up,
+throttled.
+
+A producer has one source at a time. When the publisher restarts its stream (a new SSRC, or
+the same SSRC with sequence numbers that jump and stay jumped, RFC 3550 A.1), everything kept
+per source starts afresh and every consumer is told, so the subscriber's stream stays one
+continuous stream (sfu.forwarding.SequenceRewriter) that resumes on the new source's keyframe.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from aiortc.rate import RemoteBitrateEstimator
 
 from core.clock import Clock
 from sfu.events import CloseReason
 from sfu.forwarding import BitrateMeter, KeyframeRequestThrottle, NackGenerator, StreamStats
-from sfu.internals import BitrateEstimator, Kind, NegotiatedStream
+from sfu.negotiation import SectionPlan
 from sfu.rtp import (
     ABS_SEND_TIME_URI,
     RtcpNack,
+    RtcpPli,
     RtcpReportBlock,
     header_extensions,
     payload_bounds,
@@ -36,11 +46,21 @@ _SEQ_TS_SSRC = struct.Struct("!HII")
 REMB_FLOOR = 30_000
 
 
+@dataclass(frozen=True, slots=True)
+class SenderReportInfo:
+    """The publisher's last SR for the current source: its NTP <-> RTP mapping, and when."""
+
+    ssrc: int
+    ntp_timestamp: int  # 64-bit NTP
+    rtp_timestamp: int
+    received_at: float  # our monotonic clock, seconds
+
+
 class Producer:
-    def __init__(self, transport: Transport, stream: NegotiatedStream, clock: Clock) -> None:
+    def __init__(self, transport: Transport, section: SectionPlan, clock: Clock) -> None:
+        assert section.codec is not None
         self.transport = transport
-        self.stream = stream
-        self.kind: Kind = stream.kind
+        self.kind = section.kind
         self.clock = clock
         self.consumers: set[Consumer] = set()
         self.ssrc: int | None = None
@@ -48,21 +68,43 @@ class Producer:
         self.packets = 0
         self.octets = 0
         self.malformed = 0
+        self.padding = 0
         self.rtx_received = 0
         self.keyframe_requests = 0
         self.nacks_sent = 0
+        self.sources = 0  # sources seen (1 + restarts)
         self.meter = BitrateMeter()
         self.estimate: int | None = None  # our own bandwidth estimate of the publisher's uplink
+        self.sender_report: SenderReportInfo | None = None
         self.closed = False
         self.close_reason: CloseReason | None = None
-        video = self.kind == "video"
-        self.nacks = NackGenerator() if video else None
-        self._abs_id = stream.extensions.get(ABS_SEND_TIME_URI) if video else None
-        self._estimator = BitrateEstimator() if self._abs_id is not None else None
+        self._held: bytes | None = None  # the first packet after a jump, until confirmed
         self._throttle = KeyframeRequestThrottle()
-        self._pli_task: asyncio.Task[None] | None = None
+        self.nacks: NackGenerator | None = None
+        self._estimator: RemoteBitrateEstimator | None = None
+        self.update(section)
 
-    async def on_rtp(self, data: bytes, arrival_ms: int) -> None:
+    def update(self, section: SectionPlan) -> None:
+        """(Re)apply what was negotiated for this track (a re-offer may change it)."""
+        assert section.codec is not None
+        self.section = section
+        self.payload_type = section.codec.payload_type
+        self.clock_rate = section.codec.clock_rate
+        self.codec = section.codec.name.lower()
+        self.rtx_payload_type = section.rtx.payload_type if section.rtx is not None else None
+        self.extensions = dict(section.extensions)
+        video = self.kind == "video"
+        if video and "nack" in section.feedback and self.nacks is None:
+            self.nacks = NackGenerator()
+        self._abs_id = self.extensions.get(ABS_SEND_TIME_URI) if video else None
+        self.transport_cc = "transport-cc" in section.feedback
+        if self._abs_id is not None and not self.transport_cc and self._estimator is None:
+            self._estimator = RemoteBitrateEstimator()
+        elif self.transport_cc:
+            self._estimator = None
+            self.estimate = None
+
+    def on_rtp(self, data: bytes, rtx: bool, arrival_ms: int) -> None:
         """One decrypted packet from the publisher: account for it, forward it to every consumer."""
         if self.closed:
             return
@@ -71,39 +113,85 @@ class Producer:
         except ValueError:
             self.malformed += 1
             return
-        payload_type = data[1] & 0x7F
-        if payload_type != self.stream.payload_type:
-            if payload_type != self.stream.rtx_payload_type or self.ssrc is None:
+        if rtx:
+            if self.ssrc is None or data[1] & 0x7F != self.rtx_payload_type:
                 self.malformed += 1
                 return
+            if end - start < 2:
+                self.padding += 1  # a bandwidth probe: padding only, nothing to forward
+                return
             try:
-                data = bytes(
-                    unwrap_rtx(data, ssrc=self.ssrc, payload_type=self.stream.payload_type)
-                )
+                data = bytes(unwrap_rtx(data, ssrc=self.ssrc, payload_type=self.payload_type))
             except ValueError:
                 self.malformed += 1
                 return
             self.rtx_received += 1
             end -= 2
+        elif data[1] & 0x7F != self.payload_type:
+            self.malformed += 1
+            return
+        if end <= start:
+            self.padding += 1  # padding-only packet on the media SSRC
+            return
         seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
-        if ssrc != self.ssrc:
-            self.ssrc = ssrc  # first packet, or the publisher restarted its stream
-            self.stats = StreamStats(ssrc, self.stream.clock_rate)
         now = self.clock.monotonic()
-        assert self.stats is not None
-        self.stats.update(seq, ts, now)
+        if ssrc != self.ssrc or self.stats is None:
+            if rtx:
+                return  # a retransmission for a source we no longer forward
+            self._new_source(ssrc)
+        stats = self.stats
+        assert stats is not None
+        restarts = stats.restarts
+        if not stats.update(seq, ts, now):
+            self._held = data  # a jump: forward it if the next packet confirms a restart
+            return
+        held, self._held = self._held, None
+        if stats.restarts != restarts:
+            self._restart_source()
+            if held is not None:
+                self._account_and_forward(held, now, arrival_ms)
+        self._account_and_forward(data, now, arrival_ms, start, end)
+
+    def _account_and_forward(self, data: bytes, now: float, arrival_ms: int,
+                             start: int = -1, end: int = -1) -> None:
+        if start < 0:
+            start, end = payload_bounds(data)
+        seq = (data[2] << 8) | data[3]
         self.packets += 1
         self.octets += len(data)
         if self.nacks is not None:
             lost = self.nacks.on_packet(seq, now)
             if lost:
-                await self.send_nack(lost)
+                self.send_nack(lost)
         if self._estimator is not None:
-            self._estimate(data, arrival_ms, end - start, ssrc)
+            self._estimate(data, arrival_ms, end - start)
         for consumer in tuple(self.consumers):
-            await consumer.forward(data, start, end)
+            consumer.forward(data, start, end)
 
-    def _estimate(self, data: bytes, arrival_ms: int, payload_size: int, ssrc: int) -> None:
+    def _new_source(self, ssrc: int) -> None:
+        first = self.ssrc is None
+        self.ssrc = ssrc
+        self.stats = StreamStats(ssrc, self.clock_rate)
+        self.sender_report = None
+        self._held = None
+        if not first:
+            self._restart_source()
+        else:
+            self.sources = 1
+
+    def _restart_source(self) -> None:
+        """Everything kept per source starts afresh; consumers rebase and await a keyframe."""
+        self.sources += 1
+        if self.nacks is not None:
+            self.nacks = NackGenerator()
+        self.sender_report = None
+        log.info("%s %s: the publisher restarted its stream (SSRC %s)",
+                 self.transport.user_id, self.kind, self.ssrc)
+        for consumer in tuple(self.consumers):
+            consumer.source_changed(self)
+        self.request_keyframe(force=True)
+
+    def _estimate(self, data: bytes, arrival_ms: int, payload_size: int) -> None:
         assert self._estimator is not None
         try:
             elements = header_extensions(data)
@@ -113,15 +201,15 @@ class Producer:
             if xid == self._abs_id and len(value) == 3:
                 remb = self._estimator.add(
                     arrival_time_ms=arrival_ms, abs_send_time=int.from_bytes(value, "big"),
-                    payload_size=payload_size, ssrc=ssrc,
+                    payload_size=payload_size, ssrc=self.ssrc or 0,
                 )
                 if remb is not None:
                     self.estimate = remb[0]
                 return
 
     def remb_bitrate(self) -> int | None:
-        """What to tell the publisher it may send: our estimate of its uplink, capped by what
-        its subscribers report they can take."""
+        """What to tell the publisher it may send (bits/s): what its subscribers report they can
+        take, and, for a publisher without transport-cc, our estimate of its uplink."""
         candidates = [self.estimate] if self.estimate is not None else []
         candidates += [c.remb for c in self.consumers if c.remb is not None]
         return max(REMB_FLOOR, min(candidates)) if candidates else None
@@ -129,33 +217,42 @@ class Producer:
     def report_block(self, now: float) -> RtcpReportBlock | None:
         return self.stats.report_block(now) if self.stats is not None else None
 
-    async def send_nack(self, lost: list[int]) -> None:
+    def send_nack(self, lost: list[int]) -> None:
         if self.ssrc is None:
             return
         packet = RtcpNack(sender_ssrc=self.transport.rtcp_ssrc(self.kind), media_ssrc=self.ssrc,
                           lost=lost)
         self.nacks_sent += 1
-        await self.transport.send_rtcp(bytes(packet))
+        self.transport.send_rtcp(bytes(packet))
 
-    def on_sender_report(self, ntp_timestamp: int) -> None:
-        if self.stats is not None:
-            self.stats.on_sender_report(ntp_timestamp, self.clock.monotonic())
-
-    def request_keyframe(self, *, force: bool = False) -> None:
-        """Pass a subscriber's keyframe request up to the publisher, throttled."""
-        if self.closed or self.kind != "video" or self.ssrc is None:
+    def on_sender_report(self, ssrc: int, ntp_timestamp: int, rtp_timestamp: int) -> None:
+        """The publisher's SR (RFC 3550 6.4.1) for `ssrc`; other sources' reports are ignored."""
+        if self.stats is None or ssrc != self.ssrc:
             return
+        now = self.clock.monotonic()
+        self.stats.on_sender_report(ntp_timestamp, now)
+        self.sender_report = SenderReportInfo(ssrc, ntp_timestamp, rtp_timestamp, now)
+
+    def request_keyframe(self, *, force: bool = False) -> bool:
+        """Pass a subscriber's keyframe request up to the publisher (PLI, RFC 4585 6.3.1),
+        throttled; True when a PLI went out."""
+        if self.closed or self.kind != "video" or self.ssrc is None:
+            return False
         now = self.clock.monotonic()
         if force:
             self._throttle.reset()
         if not self._throttle.should_forward(now):
-            return
-        if self._pli_task is not None and not self._pli_task.done():
-            return
+            return False
+        sent = self.transport.send_rtcp(
+            bytes(RtcpPli(self.transport.rtcp_ssrc(self.kind), self.ssrc))
+        )
+        if not sent:
+            self._throttle.reset()  # not connected yet: the next request must not be swallowed
+            return False
         self.keyframe_requests += 1
-        self._pli_task = asyncio.ensure_future(self.transport.send_pli(self.kind, self.ssrc))
+        return True
 
-    async def close(self, reason: CloseReason) -> None:
+    def close(self, reason: CloseReason) -> None:
         if self.closed:
             return
         self.closed = True
@@ -163,6 +260,3 @@ class Producer:
         for consumer in tuple(self.consumers):
             consumer.detach(self)
         self.consumers.clear()
-        if self._pli_task is not None:
-            self._pli_task.cancel()
-            await asyncio.gather(self._pli_task, return_exceptions=True)

@@ -16,7 +16,7 @@ from sfu.events import (
     ParticipantLeft,
     SfuEvent,
 )
-from sfu.internals import NetworkConfig
+from sfu.internals import NetworkConfig, SfuCertificate
 from sfu.producer import Producer
 from sfu.stats import Totals, transport_totals
 from sfu.transport import Transport
@@ -30,6 +30,7 @@ class Router:
     def __init__(
         self, room_id: str, *, net: NetworkConfig, video_codec: str, clock: Clock,
         emit: Callable[[SfuEvent], None], connect_timeout: float,
+        certificate: SfuCertificate | None = None,
     ) -> None:
         self.room_id = room_id
         self.net = net
@@ -39,6 +40,7 @@ class Router:
         self.closed = False
         self._emit = emit
         self._connect_timeout = connect_timeout
+        self.certificate = certificate or SfuCertificate.generateCertificate()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.retired = Totals()  # what closed transports of this room had counted
 
@@ -62,7 +64,7 @@ class Router:
         if old is not None:
             await old.close(CloseReason.REPLACED)
         transport = Transport(self, user_id, self.net, self.video_codec, self.clock,
-                              self._connect_timeout)
+                              self.certificate, self._connect_timeout)
         self.transports[user_id] = transport
         for other in self.transports.values():
             if other is not transport:
@@ -75,12 +77,33 @@ class Router:
             if other is not transport and not other.closed:
                 other.consumers[producer.kind].attach(producer)
 
+    def publishing_changed(self, transport: Transport) -> None:
+        """Tell the other participants what `transport`'s participant publishes (a partner
+        without a camera has no video to show)."""
+        message = {"type": "partner", "userId": transport.user_id,
+                   "audio": "audio" in transport.publishes, "video": "video" in transport.publishes}
+        for other in self.transports.values():
+            if other is not transport and not other.closed:
+                other.notify(message)
+
+    def partner_message(self, transport: Transport) -> dict[str, object] | None:
+        """The `partner` message describing the other participant, for a client joining now."""
+        for other in self.transports.values():
+            if other is not transport and not other.closed and other.negotiation is not None:
+                return {"type": "partner", "userId": other.user_id,
+                        "audio": "audio" in other.publishes, "video": "video" in other.publishes}
+        return None
+
     def transport_connected(self, transport: Transport) -> None:
         self._emit(ParticipantConnected(self.room_id, transport.user_id))
 
     def transport_closed(self, transport: Transport, reason: CloseReason) -> None:
         if self.transports.get(transport.user_id) is transport:
             del self.transports[transport.user_id]
+            for other in self.transports.values():
+                if not other.closed:
+                    other.notify({"type": "partner", "userId": transport.user_id,
+                                  "audio": False, "video": False, "left": True})
         self.retired.add(transport_totals(transport))
         if reason in _FAILURES:
             self._emit(ParticipantFailed(self.room_id, transport.user_id, reason))

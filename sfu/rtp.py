@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeAlias, TypeVar
 
@@ -54,6 +54,7 @@ _SEQ_TS_SSRC = struct.Struct("!HII")
 _HH = struct.Struct("!HH")
 _H = struct.Struct("!H")
 _I = struct.Struct("!I")
+_RTCP_HEADER = struct.Struct("!BBH")
 
 
 # --------------------------------------------------------------------------------------------
@@ -834,3 +835,37 @@ def parse_rtcp(data: bytes | bytearray) -> list[RtcpPacket]:
         )
         pos = end
     return packets
+
+
+def iter_rtcp(data: bytes | bytearray) -> Iterator[RtcpPacket | None]:
+    """The packets of a compound RTCP packet, one at a time, never raising.
+
+    A packet whose body is malformed (a REMB announcing more SSRCs than it carries, a truncated
+    report block...) is yielded as None and the walk goes on with the next one; when the framing
+    itself is broken (wrong version, a length past the end, bad padding) a None ends the walk,
+    since nothing after it can be located. Callers count the Nones.
+    """
+    data = bytes(data)
+    n = len(data)
+    pos = 0
+    while pos < n:
+        if n - pos < 4:
+            yield None
+            return
+        b0, packet_type, words = _RTCP_HEADER.unpack_from(data, pos)
+        end = pos + 4 + 4 * words
+        if b0 >> 6 != 2 or end > n:
+            yield None
+            return
+        body_end = end
+        if b0 & 0x20:
+            pad = data[end - 1]
+            if pad == 0 or pad > end - pos - 4:
+                yield None
+                return
+            body_end -= pad
+        try:
+            yield _parse_packet(data[pos:end], data[pos + 4 : body_end], b0 & 0x1F, packet_type)
+        except (ValueError, struct.error):
+            yield None
+        pos = end

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from core.clock import Clock
 from core.errors import AlreadyExists, NotFound
 from sfu.events import CloseReason, RoomClosed, SfuEvent
-from sfu.internals import NetworkConfig, check_versions
+from sfu.internals import NetworkConfig, SfuCertificate, check_versions
 from sfu.router import Router
 from sfu.stats import Totals
 from sfu.transport import CONNECT_TIMEOUT, Transport
@@ -22,6 +22,7 @@ from sfu.transport import CONNECT_TIMEOUT, Transport
 log = logging.getLogger(__name__)
 
 Listener = Callable[[SfuEvent], None]
+CERTIFICATE_LIFETIME = 24 * 3600.0  # seconds one DTLS certificate serves new rooms
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,15 +41,22 @@ class SfuServer:
         self._listeners: list[Listener] = []
         self.closed = False
         self._retired = Totals()  # what closed rooms had counted
+        self._certificate = SfuCertificate.generateCertificate()
+        self._certificate_at = clock.monotonic()
 
     # ---- the interface signaling calls ----
 
     def create_room(self, room_id: str) -> Router:
         if room_id in self.rooms:
             raise AlreadyExists("room already exists")
+        if self.clock.monotonic() - self._certificate_at > CERTIFICATE_LIFETIME:
+            # aiortc's certificates are valid for 30 days: a node running longer rolls its own.
+            self._certificate = SfuCertificate.generateCertificate()
+            self._certificate_at = self.clock.monotonic()
         router = Router(
             room_id, net=self.config.net, video_codec=self.config.video_codec,
             clock=self.clock, emit=self._emit, connect_timeout=self.config.connect_timeout,
+            certificate=self._certificate,
         )
         self.rooms[room_id] = router
         return router

@@ -27,6 +27,9 @@ class Totals:
     nacks_sent: int = 0
     keyframe_requests: int = 0
     malformed: int = 0
+    malformed_rtcp: int = 0
+    rejected_sources: int = 0
+    srtp_errors: int = 0
 
     def add(self, other: Totals) -> None:
         for f in fields(self):
@@ -44,6 +47,9 @@ def transport_totals(transport: Transport) -> Totals:
         totals.malformed += producer.malformed
         if producer.stats is not None:
             totals.packets_lost_upstream += max(0, producer.stats.cumulative_lost)
+    totals.malformed_rtcp += transport.malformed_rtcp
+    totals.rejected_sources += transport.sources.rejected
+    totals.srtp_errors += transport.srtp_errors
     for consumer in transport.consumers.values():
         totals.packets_forwarded += consumer.packets
         totals.bytes_forwarded += consumer.octets
@@ -70,10 +76,12 @@ def participant_stats(transport: Transport) -> dict[str, Any]:
             "nacksSent": producer.nacks_sent,
             "rtxReceived": producer.rtx_received,
             "estimateBps": producer.estimate,
+            "transportCc": producer.transport_cc,
+            "sources": producer.sources,
         }
     outgoing: dict[str, Any] = {}
     for kind, consumer in transport.consumers.items():
-        clock_rate = consumer.stream.clock_rate if consumer.stream is not None else 90_000
+        clock_rate = consumer.counters.clock_rate
         outgoing[kind] = {
             "packets": consumer.packets,
             "bytes": consumer.octets,
@@ -86,10 +94,14 @@ def participant_stats(transport: Transport) -> dict[str, Any]:
             "jitterMs": _round(consumer.jitter * 1000 / clock_rate),
             "rttMs": _round(consumer.rtt * 1000 if consumer.rtt is not None else None),
             "rembBps": consumer.remb,
+            "sending": consumer.section is not None,
         }
     return {
         "userId": transport.user_id,
         "connected": transport.connected,
+        "iceRestarts": transport.ice.restarts,
+        "malformedRtcp": transport.malformed_rtcp,
+        "rejectedSourcePackets": transport.sources.rejected,
         "in": incoming,
         "out": outgoing,
     }
@@ -125,5 +137,11 @@ class SfuCollector(Collector):
             ("keyframe_requests", "Keyframe requests passed up to publishers.",
              totals.keyframe_requests),
             ("malformed_packets", "Malformed RTP packets dropped.", totals.malformed),
+            ("malformed_rtcp_packets", "Malformed or refused RTCP packets dropped.",
+             totals.malformed_rtcp),
+            ("rejected_source_packets",
+             "RTP packets of SSRCs a transport does not accept, dropped before decryption.",
+             totals.rejected_sources),
+            ("srtp_errors", "Datagrams that failed SRTP authentication.", totals.srtp_errors),
         ):
             yield CounterMetricFamily(f"napalmsky_sfu_{name}", help_text, value=value)

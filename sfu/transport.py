@@ -1,19 +1,45 @@
-"""Transport: one participant's WebRTC connection to the SFU (audio + video, sendrecv)."""
+"""Transport: one participant's WebRTC connection to the SFU.
+
+It answers the participant's offers (sfu/negotiation.py), runs ICE (with restarts) and DTLS
+(sfu/internals.py), and owns the media path: every datagram is handled where the socket
+delivers it, synchronously. RTP and RTCP are admitted by SSRC before decryption
+(sfu/demux.py), decrypted, and handed to the producers (what the participant publishes) and
+consumers (what it receives). RTCP is parsed by sfu/rtp.py one packet at a time: a malformed
+packet is counted and dropped, never allowed to end the connection.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+import secrets
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pylibsrtp
 
 from core.clock import Clock
+from core.errors import InvalidArgument
 from sfu.consumer import Consumer
+from sfu.demux import Route, SourceTable
 from sfu.events import CloseReason
-from sfu.internals import Kind, NegotiatedStream, NetworkConfig, PeerSession, SessionHandler
+from sfu.internals import DtlsSrtp, IceAgent, IceGeneration, NetworkConfig, SfuCertificate
+from sfu.internals import random_ssrc as _random_ssrc
+from sfu.negotiation import KINDS, LocalParameters, Negotiation, negotiate, remote_ice_credentials
 from sfu.producer import Producer
-from sfu.rtp import RtcpNack, RtcpReceiverReport, RtcpRemb, ntp_time
+from sfu.rtp import (
+    TRANSPORT_CC_URI,
+    RtcpFir,
+    RtcpNack,
+    RtcpPli,
+    RtcpReceiverReport,
+    RtcpRemb,
+    RtcpSenderReport,
+    iter_rtcp,
+)
+from sfu.sdp import parse as parse_sdp
+from sfu.twcc import TransportCcRecorder, transport_sequence_number
 
 if TYPE_CHECKING:
     from sfu.router import Router
@@ -22,106 +48,341 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 30.0
 RTCP_INTERVAL = 1.0  # seconds between report rounds (randomised 0.5x..1.5x, RFC 3550 6.2)
+TWCC_INTERVAL = 0.05  # seconds between transport-cc feedback packets while media arrives
 
 
-class Transport(SessionHandler):
+class Transport:
     def __init__(
         self, router: Router, user_id: str, net: NetworkConfig, video_codec: str, clock: Clock,
-        connect_timeout: float = CONNECT_TIMEOUT,
+        certificate: SfuCertificate, connect_timeout: float = CONNECT_TIMEOUT,
     ) -> None:
         self.router = router
         self.user_id = user_id
         self.clock = clock
-        self.producers: dict[Kind, Producer] = {}
-        self.consumers: dict[Kind, Consumer] = {
-            kind: Consumer(self, kind, clock) for kind in ("audio", "video")
+        self.video_codec = video_codec
+        self.certificate = certificate
+        self.producers: dict[str, Producer] = {}
+        self.consumers: dict[str, Consumer] = {
+            kind: Consumer(self, kind, _random_ssrc(), _random_ssrc(), clock) for kind in KINDS
         }
+        self.sources = SourceTable()
+        self.negotiation: Negotiation | None = None
         self.connected = False
         self.closed = False
         self.close_reason: CloseReason | None = None
-        self.session = PeerSession(self, net, video_codec)
+        self.closed_event = asyncio.Event()
+        self.ice = IceAgent(net, self._on_datagram, self._on_ice_state)
+        self.dtls = DtlsSrtp(self.ice, certificate)
+        self.dtls.on_statechange(self._on_dtls_state)
+        self._rx: pylibsrtp.Session | None = None
+        self._tx: pylibsrtp.Session | None = None
+        self._rtcp_ssrc = _random_ssrc()
+        self._cname = secrets.token_hex(8)
+        self._session_id = random.randrange(1 << 62)
+        self._answers = 0
         self._closing: asyncio.Task[None] | None = None
         self._connect_timeout = connect_timeout
         self._timer: asyncio.TimerHandle | None = None
+        self._dtls_task: asyncio.Task[None] | None = None
         self._rtcp_task: asyncio.Task[None] | None = None
-        self.closed_event = asyncio.Event()
+        self._twcc: TransportCcRecorder | None = None
+        self._twcc_id: int | None = None
+        self._twcc_timer: asyncio.TimerHandle | None = None
+        self._negotiating = asyncio.Lock()
+        # counters (what a peer sent that we did not use)
+        self.srtp_errors = 0
+        self.malformed_rtcp = 0
+        self.stray_datagrams = 0
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+
+    # ---- signaling: offer/answer ----
 
     async def answer(self, offer_sdp: str) -> str:
-        sdp = await self.session.answer(offer_sdp)
-        if not self.connected and self._timer is None and not self.closed:
+        """Apply a client's offer (the first one, a renegotiation or an ICE restart) and return
+        our answer with all our candidates. Raises InvalidArgument for an offer we cannot use."""
+        async with self._negotiating:
+            return await self._answer(offer_sdp)
+
+    async def _answer(self, offer_sdp: str) -> str:
+        if self.closed:
+            raise InvalidArgument("the connection is closed")
+        try:
+            offer = parse_sdp(offer_sdp)
+        except ValueError as exc:
+            raise InvalidArgument(f"invalid offer: {exc}") from None
+        credentials = remote_ice_credentials(offer)
+        previous = self.negotiation
+        restart = previous is not None and credentials is not None and credentials != (
+            previous.remote_ufrag, previous.remote_pwd)
+        generation: IceGeneration | None = self.ice.local
+        fresh = generation is None or restart
+        if fresh:
+            generation = await self.ice.new_generation()
+        assert generation is not None
+        try:
+            self._answers += 1
+            local = LocalParameters(
+                ice_ufrag=generation.local_ufrag, ice_pwd=generation.local_pwd,
+                fingerprint=self.certificate.sha256,
+                candidates=generation.local_candidates(),
+                ssrcs={k: (c.ssrc, c.rtx_ssrc) for k, c in self.consumers.items()},
+                cname=self._cname, stream_id=f"napalmsky-{self._cname[:8]}",
+                session_id=self._session_id, session_version=1 + self._answers,
+            )
+            try:
+                negotiation = negotiate(offer, video_codec=self.video_codec, local=local,
+                                        previous=previous)
+            except ValueError as exc:
+                raise InvalidArgument(f"invalid offer: {exc}") from None
+        except BaseException:
+            if fresh:
+                await generation.close()
+            raise
+        if self._is_closed():  # it may have closed while we gathered
+            if fresh:
+                await generation.close()
+            raise InvalidArgument("the connection is closed")
+        self.negotiation = negotiation
+        self._apply(negotiation)
+        if fresh:
+            await self.ice.start(generation, negotiation.remote_ufrag, negotiation.remote_pwd,
+                                 negotiation.remote_candidates, negotiation.remote_ice_lite)
+        if previous is None and self._timer is None and not self.connected:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(
                 self._connect_timeout, self.close_soon, CloseReason.CONNECT_TIMEOUT
             )
-        return sdp
+        return negotiation.answer
 
-    # ---- SessionHandler: called by the peer session ----
+    def _is_closed(self) -> bool:
+        return self.closed
 
-    def on_rtp(self, data: bytes, kind: Kind, arrival_ms: int) -> Awaitable[None] | None:
-        producer = self.producers.get(kind)
-        return producer.on_rtp(data, arrival_ms) if producer is not None else None
+    def _apply(self, negotiation: Negotiation) -> None:
+        self.sources.configure(negotiation)
+        twcc_id: int | None = None
+        for kind in KINDS:
+            section = negotiation.accepted(kind)
+            self.consumers[kind].set_section(section)
+            producer = self.producers.get(kind)
+            if section is not None and section.receives:
+                if TRANSPORT_CC_URI in section.extensions:
+                    twcc_id = section.extensions[TRANSPORT_CC_URI]
+                if producer is None:
+                    producer = Producer(self, section, self.clock)
+                    self.producers[kind] = producer
+                    self.router.producer_added(self, producer)
+                else:
+                    producer.update(section)
+            elif producer is not None:
+                del self.producers[kind]
+                producer.close(CloseReason.PRODUCER_CLOSED)
+        self._twcc_id = twcc_id
+        if twcc_id is not None and self._twcc is None:
+            self._twcc = TransportCcRecorder(self._rtcp_ssrc)
+        self.router.publishing_changed(self)
 
-    def on_receiving(self, stream: NegotiatedStream) -> None:
-        if self.closed or stream.kind in self.producers:
-            return
-        producer = Producer(self, stream, self.clock)
-        self.producers[stream.kind] = producer
-        self.router.producer_added(self, producer)
+    @property
+    def publishes(self) -> frozenset[str]:
+        """The kinds this participant sends us."""
+        return frozenset(self.producers)
 
-    def on_sending(self, stream: NegotiatedStream) -> None:
-        self.consumers[stream.kind].set_stream(stream)
+    def notify(self, message: dict[str, Any]) -> None:
+        """Tell this participant's client something (sent on its SFU socket)."""
+        for listener in list(self.listeners):
+            try:
+                listener(message)
+            except Exception:
+                log.exception("listener failed")
 
-    def on_nack(self, kind: Kind, lost: list[int]) -> Awaitable[None] | None:
-        return self.consumers[kind].on_nack(lost)
+    # ---- connection state ----
 
-    def on_keyframe_request(self, kind: Kind) -> None:
-        self.consumers[kind].on_keyframe_request()
-
-    def on_sender_report(self, kind: Kind, ntp_timestamp: int) -> None:
-        producer = self.producers.get(kind)
-        if producer is not None:
-            producer.on_sender_report(ntp_timestamp)
-
-    def on_receiver_report(self, kind: Kind, fraction_lost: int, packets_lost: int,
-                           jitter: int, lsr: int, dlsr: int) -> None:
-        self.consumers[kind].on_receiver_report(fraction_lost, packets_lost, jitter, lsr, dlsr)
-
-    def on_remb(self, kind: Kind, bitrate: int) -> None:
-        for consumer in self.consumers.values():
-            consumer.remb = bitrate
-
-    def on_state(self, state: str) -> None:
-        if state == "connected" and not self.connected and not self.closed:
-            self.connected = True
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
-            self.router.transport_connected(self)
-        elif state == "failed":
-            ice_failed = self.session.pc.iceConnectionState == "failed"
-            self.close_soon(CloseReason.ICE_FAILED if ice_failed else CloseReason.DTLS_FAILED)
-        elif state == "closed" and not self.closed:
-            # The peer shut DTLS down: it hung up.
-            self.close_soon(CloseReason.LEFT)
-
-    # ---- used by producers and consumers ----
-
-    async def send_rtp(self, data: bytes | bytearray) -> bool:
+    def _on_ice_state(self, state: str) -> None:
         if self.closed:
+            return
+        if state == "connected" and self._dtls_task is None and self.negotiation is not None:
+            self._dtls_task = self.router.spawn(self._start_dtls())
+        elif state == "failed":
+            self.close_soon(CloseReason.ICE_FAILED)
+
+    async def _start_dtls(self) -> None:
+        negotiation = self.negotiation
+        assert negotiation is not None
+        ok = await self.dtls.start(negotiation.dtls_role, negotiation.remote_fingerprints)
+        if self.closed:
+            return
+        if not ok:
+            self.close_soon(CloseReason.DTLS_FAILED)
+            return
+        self._rx, self._tx = self.dtls.rx, self.dtls.tx
+        self.connected = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
+        self.router.transport_connected(self)
+
+    def _on_dtls_state(self, state: str) -> None:
+        if state == "closed" and self.connected and not self.closed:
+            self.close_soon(CloseReason.LEFT)  # the peer shut DTLS down: it hung up
+
+    # ---- the media path: one datagram at a time, where the socket delivers it ----
+
+    def _on_datagram(self, data: bytes) -> None:
+        try:
+            self._handle_datagram(data)
+        except Exception:
+            self.stray_datagrams += 1
+            log.exception("datagram handling failed for %s", self.user_id)
+
+    def _handle_datagram(self, data: bytes) -> None:
+        if not data:
+            self.stray_datagrams += 1
+            return
+        first = data[0]
+        if 127 < first < 192:
+            rx = self._rx
+            if rx is None or len(data) < 12:
+                self.stray_datagrams += 1
+                return
+            if 192 <= data[1] <= 223:
+                self._receive_rtcp(rx, data)
+            else:
+                self._receive_rtp(rx, data)
+        elif 19 < first < 64:
+            self.dtls.shim.feed(data)
+        else:
+            self.stray_datagrams += 1
+
+    def _receive_rtp(self, rx: pylibsrtp.Session, data: bytes) -> None:
+        ssrc = int.from_bytes(data[8:12], "big")
+        sources = self.sources
+        route = sources.lookup(ssrc)
+        now = self.clock.monotonic()
+        tentative: Route | None = None
+        if route is None:
+            tentative = sources.classify(data, ssrc, now)
+            if tentative is None:
+                return
+        try:
+            plain = rx.unprotect(data)
+        except pylibsrtp.Error:
+            self.srtp_errors += 1
+            return
+        if route is None:
+            assert tentative is not None
+            route = tentative
+            replaced = sources.learn(ssrc, route, now)
+            if replaced is not None:
+                try:
+                    rx.remove_stream(replaced)
+                except pylibsrtp.Error:
+                    pass  # never decrypted anything: libsrtp has no state for it
+        arrival_ms = int(now * 1000)
+        if self._twcc_id is not None and self._twcc is not None:
+            seq = transport_sequence_number(plain, self._twcc_id)
+            if seq is not None:
+                self._twcc.on_packet(seq, int(now * 1_000_000))
+                if self._twcc_timer is None:
+                    loop = asyncio.get_running_loop()
+                    self._twcc_timer = loop.call_later(TWCC_INTERVAL, self._send_twcc)
+        producer = self.producers.get(route.kind)
+        if producer is not None:
+            producer.on_rtp(plain, route.rtx, arrival_ms)
+
+    def _send_twcc(self) -> None:
+        self._twcc_timer = None
+        if self._twcc is None or self.closed:
+            return
+        media = self.sources.ssrc_of("video") or self.sources.ssrc_of("audio") or 0
+        self._twcc.media_ssrc = media
+        for packet in self._twcc.feedback(int(self.clock.monotonic() * 1_000_000)):
+            self.send_rtcp(packet)
+
+    def _receive_rtcp(self, rx: pylibsrtp.Session, data: bytes) -> None:
+        sender = int.from_bytes(data[4:8], "big")
+        if not self.sources.rtcp_allowed(sender):
+            self.malformed_rtcp += 1
+            return
+        try:
+            plain = rx.unprotect_rtcp(data)
+        except pylibsrtp.Error:
+            self.srtp_errors += 1
+            return
+        self.sources.rtcp_seen(sender)
+        for packet in iter_rtcp(plain):
+            if packet is None:
+                self.malformed_rtcp += 1
+                continue
+            try:
+                self._on_rtcp_packet(packet)
+            except Exception:
+                self.malformed_rtcp += 1
+                log.exception("RTCP handling failed for %s", self.user_id)
+
+    def _consumer_for(self, ssrc: int) -> Consumer | None:
+        for consumer in self.consumers.values():
+            if ssrc in (consumer.ssrc, consumer.rtx_ssrc) and consumer.section is not None:
+                return consumer
+        return None
+
+    def _on_rtcp_packet(self, packet: object) -> None:
+        if isinstance(packet, (RtcpSenderReport, RtcpReceiverReport)):
+            if isinstance(packet, RtcpSenderReport):
+                route = self.sources.lookup(packet.ssrc)
+                producer = self.producers.get(route.kind) if route is not None else None
+                if producer is not None and not route.rtx:  # type: ignore[union-attr]
+                    producer.on_sender_report(packet.ssrc, packet.ntp_timestamp,
+                                              packet.rtp_timestamp)
+            for block in packet.reports:
+                consumer = self._consumer_for(block.ssrc)
+                if consumer is not None:
+                    consumer.on_receiver_report(block.fraction_lost, block.packets_lost,
+                                                block.jitter, block.lsr, block.dlsr)
+        elif isinstance(packet, RtcpNack):
+            consumer = self._consumer_for(packet.media_ssrc)
+            if consumer is not None:
+                consumer.on_nack(packet.lost)
+        elif isinstance(packet, RtcpPli):
+            consumer = self._consumer_for(packet.media_ssrc)
+            if consumer is not None:
+                consumer.on_keyframe_request()
+        elif isinstance(packet, RtcpFir):
+            for ssrc, _seqnr in packet.entries[:4]:
+                consumer = self._consumer_for(ssrc)
+                if consumer is not None:
+                    consumer.on_keyframe_request()
+        elif isinstance(packet, RtcpRemb):
+            for consumer in self.consumers.values():
+                consumer.remb = packet.bitrate
+
+    # ---- sending (used by producers and consumers) ----
+
+    def send_rtp(self, data: bytes | bytearray) -> bool:
+        """Protect and send one RTP datagram; False when it could not go out (not connected)."""
+        tx = self._tx
+        if tx is None or self.closed:
             return False
-        return await self.session.send_rtp(bytes(data))
+        try:
+            protected = tx.protect(bytes(data))
+        except pylibsrtp.Error:
+            return False
+        return self.ice.send(protected)
 
-    async def send_rtcp(self, data: bytes) -> bool:
-        return await self.send_rtp(data)
+    def send_rtcp(self, data: bytes) -> bool:
+        """Protect and send one (compound) RTCP packet."""
+        tx = self._tx
+        if tx is None or self.closed:
+            return False
+        try:
+            protected = tx.protect_rtcp(data)
+        except pylibsrtp.Error:
+            return False
+        return self.ice.send(protected)
 
-    def rtcp_ssrc(self, kind: Kind) -> int:
-        """The SSRC our RTCP about `kind` goes out under (our sender's, as aiortc does)."""
-        return self.session.sender_ssrc(kind)
-
-    async def send_pli(self, kind: Kind, media_ssrc: int) -> None:
-        if not self.closed:
-            await self.session.send_pli(kind, media_ssrc)
+    def rtcp_ssrc(self, kind: str) -> int:
+        """The SSRC our RTCP about `kind` goes out under (our sender's where we send it)."""
+        consumer = self.consumers.get(kind)
+        return consumer.ssrc if consumer is not None else self._rtcp_ssrc
 
     # ---- RTCP: one round per interval for the whole transport, not a timer per track ----
 
@@ -130,7 +391,7 @@ class Transport(SessionHandler):
             await asyncio.sleep(RTCP_INTERVAL * (0.5 + random.random()))
             try:
                 for datagram in self.rtcp_round():
-                    await self.send_rtcp(datagram)
+                    self.send_rtcp(datagram)
             except Exception:
                 log.exception("RTCP round failed for %s", self.user_id)
 
@@ -138,15 +399,14 @@ class Transport(SessionHandler):
         """This round's compound RTCP packets: per kind, an SR for what we sent (or an RR),
         with a report block for what we received, then REMB and NACK retries."""
         now = self.clock.monotonic()
-        ntp = ntp_time(self.clock.time())
         datagrams: list[bytes] = []
-        for kind in ("audio", "video"):
+        for kind in KINDS:
             consumer, producer = self.consumers[kind], self.producers.get(kind)
             consumer.meter.sample(consumer.octets, now)
             if producer is not None:
                 producer.meter.sample(producer.octets, now)
             block = producer.report_block(now) if producer is not None else None
-            sr = consumer.sender_report(ntp, now)
+            sr = consumer.sender_report(now)
             parts: list[bytes] = []
             if sr is not None:
                 if block is not None:
@@ -180,16 +440,23 @@ class Transport(SessionHandler):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._rtcp_task is not None:
-            self._rtcp_task.cancel()
-            await asyncio.gather(self._rtcp_task, return_exceptions=True)
+        if self._twcc_timer is not None:
+            self._twcc_timer.cancel()
+            self._twcc_timer = None
+        for task in (self._rtcp_task, self._dtls_task):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for producer in self.producers.values():
-            await producer.close(CloseReason.TRANSPORT_CLOSED)
+            producer.close(CloseReason.TRANSPORT_CLOSED)
         for consumer in self.consumers.values():
             consumer.close(CloseReason.TRANSPORT_CLOSED)
+        self._rx = self._tx = None
         try:
-            await self.session.close()
+            await self.dtls.stop()
+            await self.ice.close()
         except Exception:
-            log.exception("closing the peer connection of %s failed", self.user_id)
+            log.exception("closing the connection of %s failed", self.user_id)
         self.closed_event.set()
+        self.notify({"type": "closed", "reason": reason.value})
         self.router.transport_closed(self, reason)

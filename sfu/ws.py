@@ -109,22 +109,47 @@ async def _serve(ws: web.WebSocketResponse, transport: Transport) -> None:
                 sdp = message.get("sdp")
                 if not isinstance(sdp, str) or not sdp or len(sdp) > MAX_SDP:
                     raise InvalidArgument("offer needs an 'sdp' string")
+                first = transport.negotiation is None
                 answer = await transport.answer(sdp)
                 await ws.send_json({"type": "answer", "sdp": answer})
+                partner = transport.router.partner_message(transport) if first else None
+                if partner is not None:
+                    await ws.send_json(partner)
             elif kind == "leave":
                 return
             else:
                 raise InvalidArgument(f"unknown message type {kind[:32]!r}")
         except InvalidArgument as exc:
-            if transport.session.pc.remoteDescription is None:
+            if transport.negotiation is None:
                 raise  # nothing negotiated yet: a broken first offer ends the session
             await _send_error(ws, exc)
 
 
 async def _watch(ws: web.WebSocketResponse, transport: Transport) -> None:
-    """Tell the client when the server ends its transport, then hang up."""
-    await transport.closed_event.wait()
-    reason = transport.close_reason.value if transport.close_reason else "closed"
-    with contextlib.suppress(ConnectionError, RuntimeError):
-        await ws.send_json({"type": "closed", "reason": reason})
+    """Pass the transport's messages to the client (the partner's media, say); when the server
+    ends the transport, tell the client why and hang up."""
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=64)
+
+    def enqueue(message: dict[str, Any]) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(message)
+
+    transport.listeners.append(enqueue)
+    try:
+        if transport.closed_event.is_set():
+            enqueue(_closed_message(transport))
+        while True:
+            message = await queue.get()
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_json(message)
+            if message.get("type") == "closed":
+                break
+    finally:
+        with contextlib.suppress(ValueError):
+            transport.listeners.remove(enqueue)
     await _close(ws)
+
+
+def _closed_message(transport: Transport) -> dict[str, Any]:
+    reason = transport.close_reason.value if transport.close_reason else "closed"
+    return {"type": "closed", "reason": reason}

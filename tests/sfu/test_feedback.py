@@ -53,6 +53,27 @@ def lossy(original: RtpHandler, payload_type: int, every: int, dropped: list[int
     return handler
 
 
+def lossy_datagrams(original: Callable[[bytes], None], payload_type: int, every: int,
+                    dropped: list[int]) -> Callable[[bytes], None]:
+    """Drop the first copy of every `every`-th SRTP datagram of `payload_type`."""
+    seen: set[int] = set()
+    count = 0
+
+    def handler(data: bytes) -> None:
+        nonlocal count
+        if len(data) >= 12 and 128 <= data[0] < 192 and data[1] & 0x7F == payload_type:
+            seq = struct.unpack_from("!H", data, 2)[0]
+            if seq not in seen:
+                seen.add(seq)
+                count += 1
+                if count % every == 0 and len(dropped) < 40:
+                    dropped.append(seq)
+                    return
+        original(data)
+
+    return handler
+
+
 def rtx_recorder(original: RtpHandler, rtx_payload_type: int, recovered: set[int]) -> RtpHandler:
     async def handler(data: bytes, arrival_time_ms: int) -> None:
         if data[1] & 0x7F == rtx_payload_type:
@@ -78,7 +99,7 @@ async def test_a_subscriber_keyframe_request_reaches_the_publisher(sfu: SfuHarne
 
     sender._send_keyframe = counting
     receiver = video_transceiver(bob).receiver
-    sfu_ssrc = bob_t.session.sender_ssrc("video")
+    sfu_ssrc = bob_t.consumers["video"].ssrc
     for _ in range(5):  # a burst: the SFU passes one up, not five
         await receiver._send_rtcp_pli(sfu_ssrc)
     await wait_for(lambda: requests >= 1)
@@ -89,12 +110,13 @@ async def test_a_subscriber_keyframe_request_reaches_the_publisher(sfu: SfuHarne
 async def test_downstream_loss_is_repaired_from_the_sfu_cache(sfu: SfuHarness) -> None:
     _, bob, _, bob_t = await call(sfu, "nack-down")
     consumer = bob_t.consumers["video"]
-    assert consumer.stream is not None and consumer.stream.rtx_payload_type is not None
+    assert consumer.section is not None and consumer.section.rtx is not None
+    assert consumer.section.codec is not None
     dtls = video_transceiver(bob).receiver.transport
     dropped: list[int] = []
     recovered: set[int] = set()
-    inner = rtx_recorder(dtls._handle_rtp_data, consumer.stream.rtx_payload_type, recovered)
-    dtls._handle_rtp_data = lossy(inner, consumer.stream.payload_type, 10, dropped)
+    inner = rtx_recorder(dtls._handle_rtp_data, consumer.section.rtx.payload_type, recovered)
+    dtls._handle_rtp_data = lossy(inner, consumer.section.codec.payload_type, 10, dropped)
     await wait_for(lambda: len(dropped) >= 10 and set(dropped[:10]) <= recovered)
     assert consumer.retransmitted >= 10
     before = bob.received.video_frames
@@ -104,10 +126,10 @@ async def test_downstream_loss_is_repaired_from_the_sfu_cache(sfu: SfuHarness) -
 async def test_upstream_loss_is_nacked_to_the_publisher(sfu: SfuHarness) -> None:
     _, bob, alice_t, _ = await call(sfu, "nack-up")
     producer = alice_t.producers["video"]
-    dtls = alice_t.session._dtls
     dropped: list[int] = []
-    dtls._handle_rtp_data = lossy(dtls._handle_rtp_data, producer.stream.payload_type, 8,
-                                  dropped)  # type: ignore[method-assign]
+    # Lose packets on the way in: the RTP header is readable before decryption.
+    alice_t._handle_datagram = lossy_datagrams(  # type: ignore[method-assign]
+        alice_t._handle_datagram, producer.payload_type, 8, dropped)
     await wait_for(lambda: len(dropped) >= 10 and producer.rtx_received >= 10)
     assert producer.nacks_sent >= 1
     assert producer.nacks is not None and producer.nacks.recovered >= 10
@@ -161,28 +183,19 @@ async def test_reports_are_honest_and_publishers_get_remb(sfu: SfuHarness) -> No
 async def test_malformed_packets_are_ignored(sfu: SfuHarness) -> None:
     alice, bob, alice_t, _ = await call(sfu, "garbage")
     producer = alice_t.producers["video"]
-    pt = producer.stream.payload_type
+    pt = producer.payload_type
     ssrc = producer.ssrc or 0
     header = struct.pack("!BBHII", 0x80, pt, 1, 2, ssrc)
     garbage = [
-        b"",
-        b"\x80",
-        header[:11],
-        bytes([0x40]) + header[1:] + b"payload",  # version 1
         bytes([0x90]) + header[1:] + b"\xbe\xde\x00\x09",  # extension longer than the packet
         bytes([0xA0]) + header[1:] + b"ab\x09",  # padding longer than the payload
         bytes([0x8F]) + header[1:],  # 15 CSRCs announced, none present
-        struct.pack("!BBHII", 0x80, 77, 1, 2, 0xDEADBEEF) + b"unknown pt and ssrc",
+        struct.pack("!BBHII", 0x80, 77, 1, 2, ssrc) + b"unknown payload type",
     ]
-    dtls = alice_t.session._dtls
     before = producer.malformed
     for data in garbage:
-        await dtls._handle_rtp_data(data, 0)
-    for data in (b"\x80\xc8\x00", b"\x81\xcd\x00\x01\x00", b"\x80\xc9\xff\xff" + b"\x00" * 4):
-        await dtls._handle_rtcp_data(data)
-    # The first four never reach the producer (too short, wrong version: the session drops
-    # them); the last has an unknown payload type and SSRC. The three in between are counted.
-    assert producer.malformed - before == 3
+        producer.on_rtp(data, False, 0)
+    assert producer.malformed - before == 4
     assert producer.ssrc == ssrc
     frames = bob.received.video_frames
     await wait_for(lambda: bob.received.video_frames >= frames + 10)

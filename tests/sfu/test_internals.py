@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import AsyncIterator
 
 import aiortc
 import pytest
-from aioice.ice import Connection
-from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
-from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
+from aioice import Connection
+from aioice.ice import CandidatePair, StunProtocol
+from aiortc import RTCPeerConnection
+from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate, RTCDtlsTransport
+from OpenSSL import SSL
 
+from core.clock import SystemClock
 from core.errors import InvalidArgument, Unavailable
+from loadtest.ice import bind_peer_connection
 from sfu import internals
-from sfu.internals import NetworkConfig, PeerSession, SessionHandler, check_versions
+from sfu.internals import DTLS_CIPHERS, NetworkConfig, SfuCertificate, check_versions
+from sfu.server import SfuConfig, SfuServer
 from tests.services import free_port
 
 
@@ -31,42 +37,43 @@ def test_version_mismatch_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("owner", "name"),
     [
+        (RTCDtlsTransport, "_write_ssl"),
         (RTCDtlsTransport, "_handle_rtp_data"),
-        (RTCDtlsTransport, "_send_rtp"),
-        (RTCDtlsTransport, "_register_rtp_receiver"),
-        (RTCDtlsTransport, "_register_rtp_sender"),
-        (RTCDtlsTransport, "_unregister_rtp_receiver"),
-        (RTCDtlsTransport, "_unregister_rtp_sender"),
-        (RtpRouter, "route_rtcp"),
-        (RTCRtpReceiver, "_send_rtcp_pli"),
-        (RTCRtpReceiver, "_handle_rtp_packet"),
-        (RTCRtpReceiver, "_handle_rtcp_packet"),
-        (RTCRtpReceiver, "_handle_disconnect"),
-        (RTCRtpSender, "_handle_rtcp_packet"),
-        (RTCRtpSender, "_run_rtp"),
-        (Connection, "gather_candidates"),
+        (RTCDtlsTransport, "_handle_rtcp_data"),
+        (RTCDtlsTransport, "_set_role"),
+        (RTCDtlsTransport, "_recv_next"),
+        (RTCCertificate, "_create_ssl_context"),
         (Connection, "get_component_candidates"),
+        (Connection, "data_received"),
+        (Connection, "connect"),
+        (Connection, "get_event"),
+        (StunProtocol, "datagram_received"),
     ],
 )
 def test_the_seams_exist(owner: type, name: str) -> None:
     assert callable(getattr(owner, name, None)), f"{owner.__name__}.{name} is gone"
 
 
-async def test_instance_internals_exist() -> None:
-    pc = RTCPeerConnection()
-    try:
-        transceiver = pc.addTransceiver("video")
-        assert isinstance(transceiver.sender._ssrc, int)
-        assert isinstance(transceiver.sender._rtx_ssrc, int)
-        assert hasattr(transceiver.receiver, "_RTCRtpReceiver__decoder_thread")
-        ice_transports = pc._RTCPeerConnection__iceTransports  # type: ignore[attr-defined]
-        connection = next(iter(ice_transports)).iceGatherer._connection
-        for attr in ("_local_candidates_start", "_local_candidates_end", "_protocols",
-                     "_local_candidates", "_components", "_use_ipv4", "_use_ipv6", "turn_server"):
-            assert hasattr(connection, attr), attr
-        assert isinstance(transceiver.receiver.transport._rtp_router, RtpRouter)
-    finally:
-        await pc.close()
+def test_instance_internals_exist() -> None:
+    connection = Connection(ice_controlling=False)
+    for attr in ("_local_candidates_start", "_local_candidates_end", "_protocols",
+                 "_local_candidates", "_nominated", "_use_ipv4", "_use_ipv6", "turn_server"):
+        assert hasattr(connection, attr), attr
+    for attr in ("protocol", "remote_addr"):
+        assert attr in CandidatePair.__init__.__code__.co_names or hasattr(CandidatePair, attr)
+    dtls = RTCDtlsTransport(internals.IceShim(None), [RTCCertificate.generateCertificate()])  # type: ignore[arg-type]
+    for attr in ("_rx_srtp", "_tx_srtp", "_ssl", "_role", "_state"):
+        assert hasattr(dtls, attr), attr
+
+
+def test_the_sfu_certificate_offers_rsa_and_ecdsa_suites() -> None:
+    certificate = SfuCertificate.generateCertificate()
+    ctx = certificate._create_ssl_context(srtp_profiles=SRTP_PROFILES)
+    ciphers = SSL.Connection(ctx).get_cipher_list()
+    assert "ECDHE-RSA-AES128-GCM-SHA256" in ciphers
+    assert "ECDHE-ECDSA-AES128-GCM-SHA256" in ciphers
+    assert all(name.encode() in DTLS_CIPHERS for name in ciphers if "ECDHE" in name)
+    assert re.fullmatch(r"([0-9A-F]{2}:){31}[0-9A-F]{2}", certificate.sha256)
 
 
 def candidates(sdp: str) -> list[tuple[str, int]]:
@@ -79,30 +86,36 @@ async def offer_sdp() -> str:
     try:
         client.addTransceiver("audio")
         client.addTransceiver("video")
-        internals.bind_peer_connection(client, NetworkConfig(bind=("127.0.0.1",)))
+        bind_peer_connection(client)
         await client.setLocalDescription(await client.createOffer())
         return str(client.localDescription.sdp)
     finally:
         await client.close()
 
 
-async def test_bind_port_range_and_announce() -> None:
+@pytest.fixture
+async def server() -> AsyncIterator[SfuServer]:
     low = free_port()
     net = NetworkConfig(bind=("127.0.0.1",), announce=("203.0.113.7",), port_min=low,
                         port_max=low + 20)
-    session = PeerSession(SessionHandler(), net, "vp8")
-    try:
-        answer = await session.answer(await offer_sdp())
-        found = candidates(answer)
-        assert found and all(host == "203.0.113.7" for host, _ in found)
-        assert all(low <= port <= low + 20 for _, port in found)
-        assert "stun" not in answer.lower()
-        # one bundled transport: one socket, bound where we asked
-        assert len(set(found)) == 1
-        assert "m=video" in answer and "VP8/90000" in answer and "H264" not in answer
-        assert "opus/48000" in answer
-    finally:
-        await session.close()
+    srv = SfuServer(SfuConfig(net=net), SystemClock())
+    srv.create_room("r")
+    yield srv
+    await srv.close()
+
+
+async def test_bind_port_range_and_announce(server: SfuServer) -> None:
+    net = server.config.net
+    transport = await server.join("r", "u")
+    answer = await transport.answer(await offer_sdp())
+    found = candidates(answer)
+    assert found and all(host == "203.0.113.7" for host, _ in found)
+    assert all(net.port_min <= port <= net.port_max for _, port in found)
+    assert "stun" not in answer.lower()
+    # one bundled transport: one socket, bound where we asked
+    assert len(set(found)) == 1
+    assert "m=video" in answer and "VP8/90000" in answer and "H264" not in answer
+    assert "opus/48000" in answer
 
 
 async def test_a_full_port_range_is_unavailable() -> None:
@@ -117,18 +130,19 @@ async def test_a_full_port_range_is_unavailable() -> None:
 
 
 async def test_h264_rooms_negotiate_h264_only() -> None:
-    session = PeerSession(SessionHandler(), NetworkConfig(bind=("127.0.0.1",)), "h264")
+    srv = SfuServer(SfuConfig(net=NetworkConfig(bind=("127.0.0.1",)), video_codec="h264"),
+                    SystemClock())
+    srv.create_room("r")
     try:
-        answer = await session.answer(await offer_sdp())
+        transport = await srv.join("r", "u")
+        answer = await transport.answer(await offer_sdp())
         assert "H264/90000" in answer and "VP8" not in answer
     finally:
-        await session.close()
+        await srv.close()
 
 
-async def test_garbage_offer_is_invalid_argument() -> None:
-    session = PeerSession(SessionHandler(), NetworkConfig(bind=("127.0.0.1",)), "vp8")
-    try:
-        with pytest.raises(InvalidArgument, match="invalid offer"):
-            await session.answer("v=0\r\nm=audio garbage\r\n")
-    finally:
-        await session.close()
+async def test_garbage_offer_is_invalid_argument(server: SfuServer) -> None:
+    transport = await server.join("r", "u")
+    with pytest.raises(InvalidArgument, match="invalid offer"):
+        await transport.answer("v=0\r\nm=audio garbage\r\n")
+    assert transport.ice.current is None  # nothing was bound for a refused offer

@@ -111,4 +111,4 @@ async def test_closing_the_room_tells_both_and_closes_everything(sfu: SfuHarness
     assert "r" not in sfu.server.rooms
     for transport in transports:
         assert transport.closed
-        assert transport.session.pc.connectionState == "closed"
+        assert transport.ice.state == "closed"

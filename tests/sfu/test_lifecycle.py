@@ -17,8 +17,8 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from core.clock import SystemClock
 from loadtest.bot import BLUE, RED, Bot
+from loadtest.ice import bind_peer_connection
 from sfu.events import CloseReason, ParticipantFailed, SfuEvent
-from sfu.internals import bind_peer_connection
 from sfu.server import SfuConfig, SfuServer
 from sfu.token import mint_join_token
 from sfu.ws import sfu_routes
@@ -57,7 +57,7 @@ async def light_cycle(node: Node, room: str, user: str, *, connect: bool = True)
     try:
         pc.addTransceiver("audio", direction="recvonly")
         pc.addTransceiver("video", direction="recvonly")
-        bind_peer_connection(pc, LOOPBACK)
+        bind_peer_connection(pc)
         async with aiohttp.ClientSession() as session, session.ws_connect(node.url) as ws:
             await ws.send_json({"type": "join", "token": node.token(room, user)})
             assert (await ws.receive_json(timeout=10))["type"] == "joined"
@@ -103,8 +103,8 @@ async def test_a_hang_up_closes_the_peer_connection(node: Node) -> None:
         await wait_for(lambda: partner.received.video_frames >= 3)
         transport = router.transports["alice"]
         await bot.close()  # the browser tab goes away: DTLS close and socket close
-        await wait_for(lambda: transport.closed)
-        assert transport.session.pc.connectionState == "closed"
+        await wait_for(transport.closed_event.is_set)
+        assert transport.ice.state == "closed"
         assert "alice" not in router.transports
         consumer = router.transports["bob"].consumers["video"]
         assert consumer.producer is None  # detached from the gone publisher

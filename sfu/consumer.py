@@ -20,6 +20,7 @@ from core.clock import Clock
 from sfu.events import CloseReason
 from sfu.forwarding import (
     BitrateMeter,
+    DownlinkCap,
     NackResponder,
     PacketCache,
     SendCounters,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 _SEQ_TS = struct.Struct("!HI")
 _NTP_FRACTION = 1 << 32
+SR_SILENCE = 2.0  # seconds without media after which no more sender reports go out
 
 
 class Consumer:
@@ -64,6 +66,7 @@ class Consumer:
         self.nacks_received = 0
         self.meter = BitrateMeter()
         self.remb: int | None = None  # the subscriber's estimate of its downlink
+        self.downlink = DownlinkCap()  # from the subscriber's receiver reports
         self.fraction_lost = 0  # from the subscriber's last receiver report (0..255)
         self.packets_lost = 0
         self.jitter = 0
@@ -129,6 +132,12 @@ class Consumer:
         if self._awaiting_keyframe:
             producer.request_keyframe(force=True)
 
+    def on_connected(self) -> None:
+        """The subscriber's connection is up: from now on what we send arrives."""
+        if self.producer is not None and self.kind == "video":
+            self._awaiting_keyframe = True
+            self.producer.request_keyframe(force=True)
+
     def detach(self, producer: Producer) -> None:
         if self.producer is producer:
             self.producer = None
@@ -145,7 +154,9 @@ class Consumer:
 
     def forward(self, data: bytes, start: int, end: int) -> None:
         """Send a copy of `data` (payload at data[start:end], as the producer validated it)."""
-        if self.section is None or self.closed:
+        if self.section is None or self.closed or not self.transport.connected:
+            # Not connected yet: what we sent now would be lost, a keyframe above all. The
+            # transport asks for a keyframe when it connects.
             self.dropped += 1
             return
         if self._awaiting_keyframe:
@@ -203,6 +214,7 @@ class Consumer:
     def on_receiver_report(self, fraction_lost: int, packets_lost: int, jitter: int,
                            lsr: int, dlsr: int) -> None:
         self.fraction_lost, self.packets_lost, self.jitter = fraction_lost, packets_lost, jitter
+        self.downlink.on_report(fraction_lost, self.meter.bitrate, self.remb)
         if not lsr:
             return
         for sent_lsr, sent_at in self._sent_srs:
@@ -218,6 +230,8 @@ class Consumer:
         producer = self.producer
         if self.section is None or producer is None or self.counters.last_rtp_timestamp is None:
             return None
+        if now - self.counters.last_sent_at > SR_SILENCE:
+            return None  # a silent stream: an extrapolated mapping would claim media never sent
         report = producer.sender_report
         offset = self._rewriter.timestamp_offset
         if report is None or offset is None or report.ssrc != producer.ssrc:

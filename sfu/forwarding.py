@@ -251,6 +251,12 @@ class KeyframeRequestThrottle:
         self._last = now
         return True
 
+    def remaining(self, now: float) -> float:
+        """Seconds until a request would be forwarded (0 when it would be now)."""
+        if self._last is None:
+            return 0.0
+        return max(0.0, self.interval - (now - self._last))
+
     def reset(self) -> None:
         self._last = None
 
@@ -524,3 +530,39 @@ class BitrateMeter:
             if now > then:
                 self.bitrate = 8 * (octets - before) / (now - then)
         self._last = (now, octets)
+
+
+class DownlinkCap:
+    """A cap on what one subscriber's downlink takes, from its receiver reports.
+
+    GoogCC's loss-based controller (draft-ietf-rmcat-gcc-02 section 6), applied by the SFU to
+    the stream it sends a subscriber: with more than 10 % loss in a report interval the cap
+    drops to (1 - loss / 2) of what we were sending; under 2 % it grows by 8 % a report; in
+    between it holds. With no loss seen there is no cap (None): the publisher's own estimate
+    of its uplink (transport-cc) is then all that limits it. A subscriber's REMB lowers an
+    active cap further; alone it sets none (a receive-side estimate starts from what arrives,
+    which is what the publisher's content needs, not what the path holds). Bits per second.
+    """
+
+    __slots__ = ("cap", "floor")
+
+    HIGH_LOSS = 0.10
+    LOW_LOSS = 0.02
+    GROWTH = 1.08
+
+    def __init__(self, floor: int = 50_000) -> None:
+        self.floor = floor
+        self.cap: int | None = None
+
+    def on_report(self, fraction_lost: int, send_bitrate: float, remb: int | None = None) -> None:
+        """A receiver report's fraction lost (0..255, RFC 3550 6.4.1) and our send rate then."""
+        loss = fraction_lost / 256
+        if loss > self.HIGH_LOSS and send_bitrate > 0:
+            target = send_bitrate * (1 - loss / 2)
+            self.cap = max(self.floor, round(min(target, self.cap or target)))
+        elif loss < self.LOW_LOSS and self.cap is not None:
+            self.cap = round(self.cap * self.GROWTH)
+            if self.cap > 2 * max(send_bitrate, self.floor):
+                self.cap = None  # far above what flows: no longer a constraint
+        if self.cap is not None and remb is not None and remb < self.cap:
+            self.cap = max(self.floor, remb)

@@ -15,6 +15,7 @@ continuous stream (sfu.forwarding.SequenceRewriter) that resumes on the new sour
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from sfu.rtp import (
     RtcpPli,
     RtcpReportBlock,
     header_extensions,
+    is_h264_keyframe,
+    is_vp8_keyframe,
     payload_bounds,
     unwrap_rtx,
 )
@@ -80,6 +83,10 @@ class Producer:
         self.close_reason: CloseReason | None = None
         self._held: bytes | None = None  # the first packet after a jump, until confirmed
         self._throttle = KeyframeRequestThrottle()
+        self._wanted = False  # a keyframe was asked for before the first packet
+        self._deferred: asyncio.TimerHandle | None = None
+        self._deferred_since = 0.0
+        self._keyframe_at: float | None = None  # when the last keyframe start arrived
         self.nacks: NackGenerator | None = None
         self._estimator: RemoteBitrateEstimator | None = None
         self.update(section)
@@ -131,8 +138,9 @@ class Producer:
             self.malformed += 1
             return
         if end <= start:
-            self.padding += 1  # padding-only packet on the media SSRC
-            return
+            # Padding only (a bandwidth probe on the media SSRC): forwarded like any packet,
+            # so that the subscriber's sequence numbers have no gap to NACK.
+            self.padding += 1
         seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
         now = self.clock.monotonic()
         if ssrc != self.ssrc or self.stats is None:
@@ -165,6 +173,8 @@ class Producer:
                 self.send_nack(lost)
         if self._estimator is not None:
             self._estimate(data, arrival_ms, end - start)
+        if self._deferred is not None and self._is_keyframe(data[start:end]):
+            self._keyframe_at = now
         for consumer in tuple(self.consumers):
             consumer.forward(data, start, end)
 
@@ -178,6 +188,9 @@ class Producer:
             self._restart_source()
         else:
             self.sources = 1
+            if self._wanted:
+                self._wanted = False
+                self.request_keyframe(force=True)
 
     def _restart_source(self) -> None:
         """Everything kept per source starts afresh; consumers rebase and await a keyframe."""
@@ -208,10 +221,18 @@ class Producer:
                 return
 
     def remb_bitrate(self) -> int | None:
-        """What to tell the publisher it may send (bits/s): what its subscribers report they can
-        take, and, for a publisher without transport-cc, our estimate of its uplink."""
+        """What to tell the publisher it may send (bits/s), or None for no REMB at all.
+
+        A publisher with transport-cc estimates its own uplink from our feedback; REMB then
+        only carries a congested subscriber's downlink cap (sfu.forwarding.DownlinkCap).
+        Without transport-cc: our estimate of its uplink, capped by what its subscribers
+        report they can take."""
+        caps = [c.downlink.cap for c in self.consumers if c.downlink.cap is not None]
+        if self.transport_cc:
+            return max(REMB_FLOOR, min(caps)) if caps else None
         candidates = [self.estimate] if self.estimate is not None else []
         candidates += [c.remb for c in self.consumers if c.remb is not None]
+        candidates += caps
         return max(REMB_FLOOR, min(candidates)) if candidates else None
 
     def report_block(self, now: float) -> RtcpReportBlock | None:
@@ -234,14 +255,28 @@ class Producer:
         self.sender_report = SenderReportInfo(ssrc, ntp_timestamp, rtp_timestamp, now)
 
     def request_keyframe(self, *, force: bool = False) -> bool:
-        """Pass a subscriber's keyframe request up to the publisher (PLI, RFC 4585 6.3.1),
-        throttled; True when a PLI went out."""
-        if self.closed or self.kind != "video" or self.ssrc is None:
+        """Pass a subscriber's keyframe request up to the publisher (PLI, RFC 4585 6.3.1);
+        True when a PLI went out now.
+
+        At most one PLI per throttle interval: a request inside the interval is not dropped but
+        deferred to its end, and skipped then if a keyframe came meanwhile. A request before
+        the publisher's first packet waits for it.
+        """
+        if self.closed or self.kind != "video":
+            return False
+        if self.ssrc is None:
+            self._wanted = True
             return False
         now = self.clock.monotonic()
         if force:
             self._throttle.reset()
         if not self._throttle.should_forward(now):
+            self._defer(now)
+            return False
+        return self._send_pli()
+
+    def _send_pli(self) -> bool:
+        if self.closed or self.ssrc is None:
             return False
         sent = self.transport.send_rtcp(
             bytes(RtcpPli(self.transport.rtcp_ssrc(self.kind), self.ssrc))
@@ -252,11 +287,31 @@ class Producer:
         self.keyframe_requests += 1
         return True
 
+    def _defer(self, now: float) -> None:
+        if self._deferred is not None:
+            return  # one deferred request covers every request of this interval
+        self._deferred_since = now
+        delay = self._throttle.remaining(now)
+        self._deferred = asyncio.get_running_loop().call_later(delay, self._send_deferred)
+
+    def _send_deferred(self) -> None:
+        self._deferred = None
+        if self._keyframe_at is not None and self._keyframe_at >= self._deferred_since:
+            return  # a keyframe arrived after the request: it is answered
+        if self._throttle.should_forward(self.clock.monotonic()):
+            self._send_pli()
+
+    def _is_keyframe(self, payload: bytes) -> bool:
+        return is_h264_keyframe(payload) if self.codec == "h264" else is_vp8_keyframe(payload)
+
     def close(self, reason: CloseReason) -> None:
         if self.closed:
             return
         self.closed = True
         self.close_reason = reason
+        if self._deferred is not None:
+            self._deferred.cancel()
+            self._deferred = None
         for consumer in tuple(self.consumers):
             consumer.detach(self)
         self.consumers.clear()

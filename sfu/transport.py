@@ -219,6 +219,8 @@ class Transport:
             self._timer.cancel()
             self._timer = None
         self._rtcp_task = asyncio.ensure_future(self._run_rtcp())
+        for consumer in self.consumers.values():
+            consumer.on_connected()
         self.router.transport_connected(self)
 
     def _on_dtls_state(self, state: str) -> None:

@@ -103,8 +103,12 @@ async def test_a_subscriber_keyframe_request_reaches_the_publisher(sfu: SfuHarne
     for _ in range(5):  # a burst: the SFU passes one up, not five
         await receiver._send_rtcp_pli(sfu_ssrc)
     await wait_for(lambda: requests >= 1)
-    assert requests == 1
-    assert bob_t.consumers["video"].keyframe_requests == 5
+    await wait_for(lambda: bob_t.consumers["video"].keyframe_requests == 5)
+    producer = sfu.server.rooms["kf"].transports["alice"].producers["video"]
+    await wait_for(lambda: producer._deferred is None)  # a deferred request, if any, went out
+    # One PLI for the burst; a second only when the answering keyframe took longer than the
+    # throttle interval (a busy machine): never one per request.
+    assert 1 <= requests <= 2
 
 
 async def test_downstream_loss_is_repaired_from_the_sfu_cache(sfu: SfuHarness) -> None:

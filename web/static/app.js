@@ -12,7 +12,8 @@ import {
   captureSelfie, openUpgrade, closeUpgrade, onUpgrade
 } from "./account.js";
 import {
-  startCall, endCall, dismissCallEnded, leaveCall, sendChat, onChat, toggle, mediaErrorText
+  startCall, endCall, dismissCallEnded, leaveCall, sendChat, onChat, toggle, mediaErrorText,
+  onPartnerMedia,
 } from "./callview.js";
 import {
   loadConfig, scheduleDeckRefresh, refreshDeck, invite, setOutgoing, cancelInvite, addIncoming,
@@ -208,6 +209,7 @@ export function wireMedia(media) {
     if (app.call) $("call-status").textContent = text;
   });
   media.addEventListener("autoplay-blocked", () => show($("remote-play")));
+  media.addEventListener("partner", (e) => onPartnerMedia(e.detail));
 }
 
 // ---------------------------------------------------------------- timers

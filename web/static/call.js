@@ -3,12 +3,22 @@
 import { ApiError } from "./api.js";
 
 const JOIN_TIMEOUT_MS = 10_000;
-const GATHER_TIMEOUT_MS = 5_000;
 const MAX_RETRIES = 3;
+// An ICE restart (new ufrag/pwd, RFC 8445 section 9) when the connection has been disconnected
+// this long or failed; a fresh join only when restarts do not bring it back.
+const DISCONNECTED_RESTART_MS = 3_000;
+const RESTART_TIMEOUT_MS = 8_000;
+const MAX_ICE_RESTARTS = 2;
 // SFU `closed` reasons worth a fresh attempt with the same token.
 const RETRYABLE = new Set(["ice_failed", "dtls_failed", "connect_timeout"]);
 
-export const napalmsky = (window.napalmsky = window.napalmsky || { pc: null });
+export const napalmsky = (window.napalmsky = window.napalmsky || { pc: null, marks: {} });
+
+/** Record when a step of the call's set-up happened (performance.now(), ms): for the
+ * time-to-first-frame benchmark and for debugging a slow start. */
+function mark(name) {
+  if (!(name in napalmsky.marks)) napalmsky.marks[name] = performance.now();
+}
 
 /**
  * Dispatches (CustomEvent, `detail`):
@@ -19,6 +29,7 @@ export const napalmsky = (window.napalmsky = window.napalmsky || { pc: null });
  *   "need-token"   the join token was refused: ask signaling for a fresh one
  *   "error"        detail: ApiError from the SFU
  *   "autoplay-blocked" the remote video needs a click to play
+ *   "partner"      detail: {audio, video, left}: what the partner sends (no camera: video false)
  */
 export class MediaCall extends EventTarget {
   constructor(localVideo, remoteVideo) {
@@ -35,6 +46,9 @@ export class MediaCall extends EventTarget {
     this.retryTimer = null;
     this.closedForGood = false;
     this.generation = 0;
+    this.iceRestarts = 0;
+    this.restartTimer = null;
+    this.restarting = false;
   }
 
   /** Ask for camera and microphone once per call; falls back to what is available. */
@@ -108,17 +122,20 @@ export class MediaCall extends EventTarget {
     this.closeTransport();
     const generation = ++this.generation;
     const stale = () => generation !== this.generation;
+    napalmsky.marks = { join: performance.now() };
     this.emit("status", "Connecting to the media server…");
     try {
-      // Camera first: a permission prompt can take a while, and the SFU expects the offer soon
-      // after `join`.
+      // The socket opens while the camera starts; the offer follows `join` at once (the server
+      // handles them in order), without waiting for our candidates: the SFU learns our address
+      // from our connectivity checks (peer-reflexive, RFC 8445 section 7.3.1.3).
+      const socket = this.openSocket(info, stale);
       const stream = await this.acquireMedia();
-      if (stale()) return;
-      const ws = await this.openSocket(info, stale);
+      mark("media");
       if (stale()) return;
       const pc = new RTCPeerConnection({ iceServers: info.iceServers || [] });
       this.pc = pc;
       napalmsky.pc = pc;
+      this.iceRestarts = 0;
       const remote = new MediaStream();
       this.remoteVideo.srcObject = remote;
       pc.ontrack = (ev) => {
@@ -128,18 +145,10 @@ export class MediaCall extends EventTarget {
         remote.addTrack(ev.track);
         this.playRemote();
       };
-      pc.onconnectionstatechange = () => {
-        if (stale()) return;
-        if (pc.connectionState === "connected") {
-          this.retries = 0;
-          this.emit("status", "Connected");
-          this.emit("connected");
-        } else if (pc.connectionState === "disconnected") {
-          this.emit("status", "Connection unstable…");
-        } else if (pc.connectionState === "failed") {
-          this.lost("ice_failed");
-        }
-      };
+      if (this.remoteVideo.requestVideoFrameCallback) {
+        this.remoteVideo.requestVideoFrameCallback(() => mark("firstFrame"));
+      }
+      pc.onconnectionstatechange = () => this.onConnectionState(pc, stale);
       for (const kind of ["audio", "video"]) {
         const track = stream && stream.getTracks().find((t) => t.kind === kind);
         pc.addTransceiver(track || kind, {
@@ -148,9 +157,12 @@ export class MediaCall extends EventTarget {
         });
       }
       await pc.setLocalDescription(await pc.createOffer());
-      await waitForIceGathering(pc, GATHER_TIMEOUT_MS);
+      const ws = await socket.opened;
       if (stale()) return;
       ws.send(JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp }));
+      mark("offer");
+      await socket.joined;
+      if (stale()) return;
       this.emit("status", "Connecting media…");
     } catch (err) {
       if (stale()) return;
@@ -168,16 +180,78 @@ export class MediaCall extends EventTarget {
     }
   }
 
-  /** Open the SFU socket, send `join` and wait for `joined`. */
+  onConnectionState(pc, stale) {
+    if (stale()) return;
+    const state = pc.connectionState;
+    if (state === "connected") {
+      mark("connected");
+      clearTimeout(this.restartTimer);
+      this.restartTimer = null;
+      this.restarting = false;
+      this.retries = 0;
+      this.emit("status", "Connected");
+      this.emit("connected");
+    } else if (state === "disconnected") {
+      // A network change (Wi-Fi to mobile) shows here first: give it a moment, then restart ICE.
+      this.emit("status", "Connection unstable…");
+      if (!this.restartTimer) {
+        this.restartTimer = setTimeout(() => {
+          this.restartTimer = null;
+          if (!stale() && pc.connectionState !== "connected") this.restartIce(pc, stale);
+        }, DISCONNECTED_RESTART_MS);
+      }
+    } else if (state === "failed") {
+      clearTimeout(this.restartTimer);
+      this.restartTimer = null;
+      this.restartIce(pc, stale);
+    }
+  }
+
+  /** ICE restart on the same socket: new credentials, same DTLS session and tracks. Falls back
+   * to a fresh join when the socket is gone or restarts do not bring the connection back. */
+  async restartIce(pc, stale) {
+    const ws = this.ws;
+    if (this.restarting || stale()) return;
+    if (!ws || ws.readyState !== WebSocket.OPEN || this.iceRestarts >= MAX_ICE_RESTARTS) {
+      this.lost("ice_failed");
+      return;
+    }
+    this.restarting = true;
+    this.iceRestarts += 1;
+    this.emit("status", "Reconnecting media…");
+    try {
+      pc.restartIce();
+      await pc.setLocalDescription(await pc.createOffer());
+      if (stale()) return;
+      ws.send(JSON.stringify({ type: "offer", sdp: pc.localDescription.sdp }));
+    } catch (err) {
+      this.restarting = false;
+      if (!stale()) this.lost("ice restart failed");
+      return;
+    }
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = null;
+      this.restarting = false;
+      if (stale() || pc.connectionState === "connected") return;
+      this.restartIce(pc, stale);
+    }, RESTART_TIMEOUT_MS);
+  }
+
+  /** Open the SFU socket and send `join`. Returns {opened, joined}: the socket once open (the
+   * offer may follow `join` at once) and once the server accepted the token. */
   openSocket(info, stale) {
-    return new Promise((resolve, reject) => {
+    let opened;
+    const openedPromise = new Promise((resolve) => { opened = resolve; });
+    const joinedPromise = new Promise((resolve, reject) => {
       let joined = false;
       const ws = new WebSocket(info.sfu.url);
       this.ws = ws;
       const timer = setTimeout(() => reject(new Error("the media server did not answer")),
         JOIN_TIMEOUT_MS);
       ws.onopen = () => {
+        mark("socket");
         ws.send(JSON.stringify({ type: "join", token: info.sfu.token, roomId: info.roomId }));
+        opened(ws);
       };
       ws.onmessage = async (msg) => {
         if (stale()) return;
@@ -189,14 +263,18 @@ export class MediaCall extends EventTarget {
         }
         if (m.type === "joined") {
           joined = true;
+          mark("joined");
           clearTimeout(timer);
           resolve(ws);
         } else if (m.type === "answer") {
+          mark("answer");
           try {
-            await this.pc.setRemoteDescription({ type: "answer", sdp: m.sdp });
+            if (this.pc) await this.pc.setRemoteDescription({ type: "answer", sdp: m.sdp });
           } catch (err) {
             this.lost("bad answer");
           }
+        } else if (m.type === "partner") {
+          this.emit("partner", { audio: !!m.audio, video: !!m.video, left: !!m.left });
         } else if (m.type === "error") {
           const err = new ApiError(m.code || "internal", m.message || "");
           if (!joined) {
@@ -219,6 +297,8 @@ export class MediaCall extends EventTarget {
         }
       };
     });
+    joinedPromise.catch(() => {});
+    return { opened: Promise.race([openedPromise, joinedPromise]), joined: joinedPromise };
   }
 
   handleClosed(reason) {
@@ -261,6 +341,9 @@ export class MediaCall extends EventTarget {
   }
 
   closeTransport() {
+    clearTimeout(this.restartTimer);
+    this.restartTimer = null;
+    this.restarting = false;
     const ws = this.ws;
     this.ws = null;
     if (ws) {
@@ -296,21 +379,4 @@ export class MediaCall extends EventTarget {
   emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
-}
-
-function waitForIceGathering(pc, timeoutMs) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const finish = () => {
-      pc.removeEventListener("icegatheringstatechange", onState);
-      pc.removeEventListener("icecandidate", onCandidate);
-      clearTimeout(timer);
-      resolve();
-    };
-    const onState = () => { if (pc.iceGatheringState === "complete") finish(); };
-    const onCandidate = (ev) => { if (!ev.candidate) finish(); };
-    pc.addEventListener("icegatheringstatechange", onState);
-    pc.addEventListener("icecandidate", onCandidate);
-    const timer = setTimeout(finish, timeoutMs);
-  });
 }

@@ -32,6 +32,7 @@ export function startCall(info) {
   $("chat-input").value = "";
   $("call-status").textContent = "";
   hide($("remote-play"));
+  hide($("remote-no-video"));
   app.micOn = true;
   app.cameraOn = true;
   updateToggles();
@@ -127,6 +128,20 @@ export function onChat(data) {
   const log = $("chat-log");
   log.append(li);
   log.scrollTop = log.scrollHeight;
+}
+
+/** What the partner sends, as the SFU saw their offer: say so when there is no video. */
+export function onPartnerMedia(detail) {
+  const call = app.call;
+  const note = $("remote-no-video");
+  if (!call || detail.left || detail.video) {
+    hide(note);
+    return;
+  }
+  const name = call.partner.name || "Your partner";
+  note.textContent = detail.audio ? `${name} has no camera: you can hear them.`
+    : `${name} is sending no video or sound.`;
+  show(note);
 }
 
 export function updateToggles() {

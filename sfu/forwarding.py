@@ -251,6 +251,10 @@ class KeyframeRequestThrottle:
         self._last = now
         return True
 
+    def mark(self, now: float) -> None:
+        """A request was forwarded at `now` (by whoever scheduled it)."""
+        self._last = now
+
     def remaining(self, now: float) -> float:
         """Seconds until a request would be forwarded (0 when it would be now)."""
         if self._last is None:

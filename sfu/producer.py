@@ -298,8 +298,8 @@ class Producer:
         self._deferred = None
         if self._keyframe_at is not None and self._keyframe_at >= self._deferred_since:
             return  # a keyframe arrived after the request: it is answered
-        if self._throttle.should_forward(self.clock.monotonic()):
-            self._send_pli()
+        self._throttle.mark(self.clock.monotonic())  # scheduled for the interval's end
+        self._send_pli()
 
     def _is_keyframe(self, payload: bytes) -> bool:
         return is_h264_keyframe(payload) if self.codec == "h264" else is_vp8_keyframe(payload)

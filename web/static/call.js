@@ -150,9 +150,11 @@ export class MediaCall extends EventTarget {
       }
       pc.onconnectionstatechange = () => this.onConnectionState(pc, stale);
       for (const kind of ["audio", "video"]) {
+        // Without a camera (or microphone) we only receive that kind: the offer says so, and
+        // the SFU tells the partner there is nothing to show.
         const track = stream && stream.getTracks().find((t) => t.kind === kind);
         pc.addTransceiver(track || kind, {
-          direction: "sendrecv",
+          direction: track ? "sendrecv" : "recvonly",
           streams: stream ? [stream] : [],
         });
       }

@@ -12,7 +12,7 @@ from aiohttp import WSMsgType, web
 
 from core import context
 from core.clock import Clock
-from core.errors import ErrorCode, InvalidArgument, NapalmError
+from core.errors import ErrorCode, InvalidArgument, NapalmError, PayloadTooLarge
 from sfu.events import CloseReason
 from sfu.server import SfuServer
 from sfu.token import verify_join_token
@@ -30,6 +30,7 @@ _CLOSE_CODES = {
     ErrorCode.UNAUTHENTICATED: 4401,
     ErrorCode.PERMISSION_DENIED: 4403,
     ErrorCode.NOT_FOUND: 4404,
+    ErrorCode.PAYLOAD_TOO_LARGE: 4413,
     ErrorCode.UNAVAILABLE: 4503,
 }
 
@@ -107,8 +108,10 @@ async def _serve(ws: web.WebSocketResponse, transport: Transport) -> None:
             kind = message["type"]
             if kind == "offer":
                 sdp = message.get("sdp")
-                if not isinstance(sdp, str) or not sdp or len(sdp) > MAX_SDP:
+                if not isinstance(sdp, str) or not sdp:
                     raise InvalidArgument("offer needs an 'sdp' string")
+                if len(sdp) > MAX_SDP:
+                    raise PayloadTooLarge(f"the offer's SDP is over {MAX_SDP // 1024} KiB")
                 first = transport.negotiation is None
                 answer = await transport.answer(sdp)
                 await ws.send_json({"type": "answer", "sdp": answer})
@@ -119,7 +122,7 @@ async def _serve(ws: web.WebSocketResponse, transport: Transport) -> None:
                 return
             else:
                 raise InvalidArgument(f"unknown message type {kind[:32]!r}")
-        except InvalidArgument as exc:
+        except (InvalidArgument, PayloadTooLarge) as exc:
             if transport.negotiation is None:
                 raise  # nothing negotiated yet: a broken first offer ends the session
             await _send_error(ws, exc)

@@ -113,3 +113,45 @@ async def test_a_reload_mid_call_resumes_it(live_server: str, pages: Pages) -> N
     for page in (ada, bo):
         ended = page.locator("#call-ended")
         await ended.wait_for(state="visible", timeout=10_000)
+
+
+NO_CAMERA = """(() => {
+  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (constraints) => {
+    if (constraints && constraints.video) {
+      return Promise.reject(new DOMException("Requested device not found", "NotFoundError"));
+    }
+    return original(constraints);
+  };
+})();"""
+
+
+async def test_a_partner_without_a_camera_is_shown_as_such(live_server: str,
+                                                          pages: Pages) -> None:
+    """A user with a microphone and no camera: the partner hears them, is told there is no
+    video, and they still see the partner."""
+    ada, bo = await pages.new("ada"), await pages.new("bo")
+    await ada.add_init_script(NO_CAMERA)
+    await sign_up(ada, live_server, "Ada", "female")
+    bo_id = await sign_up(bo, live_server, "Bo", "male")
+    person = ada.locator(f"#deck li[data-user-id='{bo_id}']")
+    await person.wait_for(timeout=20_000)
+    await ada.select_option("#invite-seconds", "60")
+    await person.locator(".invite-button").click()
+    await bo.locator("#incoming-invite").wait_for(state="visible", timeout=10_000)
+    await bo.click("#accept-invite")
+    note = bo.locator("#remote-no-video")
+    await note.wait_for(state="visible", timeout=15_000)
+    assert "Ada has no camera" in await note.inner_text()
+    seen = await wait_media(ada)  # Ada sees and hears Bo
+    assert seen["framesDecoded"] > 0
+    deadline = time.monotonic() + 15
+    while True:  # Bo hears Ada
+        heard = await stats(bo)
+        if heard and heard["audioPackets"] > 25:
+            break
+        assert time.monotonic() < deadline, heard
+        await asyncio.sleep(0.25)
+    assert not await ada.locator("#remote-no-video").is_visible()
+    await bo.click("#end-call")
+    await bo.locator("#call-ended").wait_for(state="visible", timeout=10_000)

@@ -36,6 +36,20 @@ from tests.e2e.conftest import CHROMIUM_FLAGS
 SECRET = b"z" * 40
 
 ZOO_PAGE = (Path(__file__).parent / "zoo.html").read_text()
+WEB_STATIC = Path(__file__).parents[3] / "web" / "static"
+# The web client's own media code (web/static/call.js) on a bare page: no sign-up, no signaling.
+CLIENT_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>client</title></head>
+<body><video id="local" muted playsinline></video><video id="remote" playsinline muted></video>
+<script type="module">
+import { MediaCall, napalmsky } from "/static/call.js";
+const call = new MediaCall(document.getElementById("local"), document.getElementById("remote"));
+window.client = { call, napalmsky, events: [], sent: [] };
+for (const type of ["status", "connected", "closed", "need-token", "error", "partner"]) {
+  call.addEventListener(type, (e) => window.client.events.push({ type, detail: e.detail }));
+}
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) { window.client.sent.push(data); return send.call(this, data); };
+</script></body></html>"""
 
 
 @dataclass
@@ -58,6 +72,18 @@ class ChromiumSfu:
         self.contexts.append(context)
         page = await context.new_page()
         await page.goto(self.base + "/zoo.html")
+        return page
+
+    async def client(self, room: str, user: str) -> Any:
+        """A page running the web client's MediaCall, joined to `room` as `user`."""
+        context = await self.browser.new_context()
+        self.contexts.append(context)
+        page = await context.new_page()
+        await page.goto(self.base + "/client.html")
+        await page.wait_for_function("() => window.client !== undefined")
+        info = {"roomId": room, "sfu": {"url": self.ws_url, "token": self.token(room, user)},
+                "iceServers": []}
+        await page.evaluate("(info) => { window.client.call.join(info); }", info)
         return page
 
     async def join(self, room: str, user: str, **opts: Any) -> Any:
@@ -166,7 +192,11 @@ async def open_chromium_sfu(chromium_path: str, extra_args: Sequence[str] = ()
     async def page(_request: web.Request) -> web.Response:
         return web.Response(text=ZOO_PAGE, content_type="text/html")
 
-    app.add_routes([web.get("/zoo.html", page)])
+    async def client(_request: web.Request) -> web.Response:
+        return web.Response(text=CLIENT_PAGE, content_type="text/html")
+
+    app.add_routes([web.get("/zoo.html", page), web.get("/client.html", client),
+                    web.static("/static", WEB_STATIC)])
     test_server = TestServer(app, host="127.0.0.1")
     await test_server.start_server()
     async with async_playwright() as playwright:

@@ -210,3 +210,32 @@ async def test_a_constrained_uplink_adapts_and_recovers(chromium_sfu: ChromiumSf
     await wait_stats(a, lambda s: (s["outbound"]["video"]["target"] or 0) >= 1_000_000,
                      timeout=40)
     await wait_stats(b, lambda s: decoding(s, "video", 100))
+
+
+async def test_the_web_client_restarts_ice_when_its_path_dies(chromium_sfu: ChromiumSfu) -> None:
+    """The web client's own media code: when the path to the SFU goes dead (here the SFU's
+    sockets of the connection close under it), the client restarts ICE on the same socket
+    within a few seconds and media comes back, without a new join."""
+    h = chromium_sfu
+    h.server.create_room("w")
+    a = await h.client("w", "a")
+    b = await h.join("w", "b")
+    await wait_stats(b, both_ways)
+    transport = h.server.rooms["w"].transports["a"]
+    old = transport.ice.current
+    assert old is not None
+    # The network under this path goes away: nothing in, nothing out (STUN included).
+    for protocol in old.connection._protocols:
+        protocol.datagram_received = lambda data, addr: None
+        protocol.send_stun = lambda message, addr: None
+    old.send = lambda data: False  # type: ignore[method-assign]
+    deadline = time.monotonic() + 30
+    while transport.ice.restarts < 1 or transport.ice.current is old:
+        assert time.monotonic() < deadline, await a.evaluate("window.client.events")
+        assert not transport.closed
+        await asyncio.sleep(0.1)
+    offers = [m for m in await a.evaluate("window.client.sent") if '"offer"' in m]
+    assert len(offers) == 2  # the first offer and the ICE restart's, on the same socket
+    assert h.server.rooms["w"].transports["a"] is transport  # no new join
+    frames = (await zoo_stats(b))["inbound"]["video"]["frames"]
+    await wait_stats(b, lambda s: s["inbound"]["video"]["frames"] > frames + 30)

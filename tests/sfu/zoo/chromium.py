@@ -48,7 +48,10 @@ for (const type of ["status", "connected", "closed", "need-token", "error", "par
   call.addEventListener(type, (e) => window.client.events.push({ type, detail: e.detail }));
 }
 const send = WebSocket.prototype.send;
-WebSocket.prototype.send = function (data) { window.client.sent.push(data); return send.call(this, data); };
+WebSocket.prototype.send = function (data) {
+  window.client.sent.push(data);
+  return send.call(this, data);
+};
 </script></body></html>"""
 
 

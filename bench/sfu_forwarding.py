@@ -119,16 +119,18 @@ class LatencyProbe:
             self._hook_consumer(consumer)
 
     def _hook_socket(self, protocol: Any) -> None:
-        received = protocol.datagram_received
+        # The SFU's socket reader (sfu.internals.DatagramSocket) hands media to a handler.
+        reader = protocol.transport
+        received = reader._handler
         stamps = self
 
-        def datagram_received(data: bytes, addr: tuple[Any, ...]) -> None:
+        def handler(data: bytes, arrival: float) -> None:
             # RTP, not RTCP (RFC 5761 demultiplexing on the second byte)
             if len(data) >= 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
                 stamps._new[data[2:4] + data[8:12]] = time.perf_counter()
-            received(data, addr)
+            received(data, arrival)
 
-        protocol.datagram_received = datagram_received
+        reader._handler = handler
 
     def _hook_consumer(self, consumer: Consumer) -> None:
         forward = consumer.forward

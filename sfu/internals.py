@@ -7,9 +7,12 @@ keys (aiortc `RTCDtlsTransport`). The seams:
 - aioice `Connection`: host candidates are gathered by `_gather` (configured bind addresses,
   UDP port range, announced public addresses) through `_protocols`, `_local_candidates`,
   `_local_candidates_start/_end`, `StunProtocol.local_candidate`; `get_component_candidates`
-  is called with no host address for TURN relay candidates. Every non-STUN datagram arrives
-  through `Connection.data_received`, replaced per instance so media never queues in aioice;
-  we send on the nominated pair (`_nominated[1]`, `CandidatePair.protocol/remote_addr`). An
+  is called with no host address for TURN relay candidates. Our sockets are read by
+  `DatagramSocket` (recvmsg with kernel receive timestamps), which hands STUN to aioice's
+  `StunProtocol.datagram_received` and everything else straight to the SFU; it stands in for
+  asyncio's datagram transport (`StunProtocol.transport`). Datagrams relayed by TURN arrive
+  through `Connection.data_received`, replaced per instance so they never queue in aioice.
+  We send on the nominated pair (`_nominated[1]`, `CandidatePair.protocol/remote_addr`). An
   ICE restart (new ufrag/pwd in a re-offer, RFC 8445 section 9) is a new `Connection` with new
   credentials and sockets; media keeps flowing on the old pair until the new one is nominated.
 - aiortc `RTCDtlsTransport`: runs the handshake over `IceShim` (its `_recv`, `_send`, `role`),
@@ -33,6 +36,8 @@ import logging
 import random
 import secrets
 import socket
+import struct
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -120,19 +125,116 @@ def _bind_in_range(address: str, port_min: int, port_max: int) -> socket.socket:
     raise Unavailable(f"no free UDP port on {address} in {port_min}-{port_max}")
 
 
-async def _gather(connection: Connection, net: NetworkConfig) -> None:
+_SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", None)
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", None)
+_TIMESPEC = struct.Struct("@qq")  # struct timespec on Linux: seconds, nanoseconds
+READ_BATCH = 64  # datagrams read per wake-up before the loop gets a turn
+
+
+DatagramHandler = Callable[[bytes, float], None]
+
+
+class DatagramSocket(asyncio.DatagramTransport):
+    """One UDP socket of the SFU, read with recvmsg (no aioice in the media path).
+
+    Each datagram's arrival time is the kernel's receive timestamp (SO_TIMESTAMPNS), mapped
+    onto time.monotonic(): a busy event loop then delays the handling of a packet but not its
+    timestamp, which is what congestion control feedback reports (transport-cc). STUN
+    (RFC 8489 section 5: the two top bits zero) goes to aioice's StunProtocol; anything else
+    to `handler(data, arrival)`. It stands in for asyncio's datagram transport towards
+    StunProtocol (`sendto`, `close`, `get_extra_info`, `is_closing`).
+    """
+
+    def __init__(self, sock: socket.socket, protocol: StunProtocol,
+                 handler: DatagramHandler) -> None:
+        super().__init__()
+        self._sock = sock
+        self._protocol = protocol
+        self._handler = handler
+        self._loop = asyncio.get_running_loop()
+        self._closing = False
+        self._timestamps = False
+        if _SO_TIMESTAMPNS is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+                self._timestamps = True
+            except OSError:
+                pass
+        self._ancillary = socket.CMSG_SPACE(_TIMESPEC.size) if self._timestamps else 0
+        self._sockname = sock.getsockname()
+        self._loop.add_reader(sock.fileno(), self._read)
+        protocol.connection_made(self)
+
+    def _read(self) -> None:
+        sock, stun, handler = self._sock, self._protocol, self._handler
+        offset = time.monotonic() - time.time()  # kernel stamps are CLOCK_REALTIME
+        for _ in range(READ_BATCH):
+            try:
+                data, ancillary, _flags, addr = sock.recvmsg(65536, self._ancillary)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # an ICMP error queued on the socket, say
+                log.debug("recvmsg failed: %s", exc)
+                return
+            arrival = 0.0
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS \
+                        and len(value) >= _TIMESPEC.size:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(value)
+                    arrival = seconds + nanoseconds / 1e9 + offset
+            if not arrival:
+                arrival = time.monotonic()
+            if data and data[0] < 4:
+                stun.datagram_received(data, addr)  # STUN: aioice's
+            else:
+                handler(data, arrival)
+
+    # ---- asyncio.DatagramTransport, as StunProtocol uses it ----
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if self._closing:
+            return
+        try:
+            self._sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            pass  # the send buffer is full: UDP drops it
+        except OSError as exc:
+            log.debug("sendto %s failed: %s", addr, exc)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return self._sockname
+        if name == "socket":
+            return self._sock
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._loop.call_soon(self._protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+
+async def _gather(connection: Connection, net: NetworkConfig,
+                  handler: DatagramHandler) -> None:
     """aioice's gathering with our bind addresses, port range and announced addresses."""
     connection._local_candidates_start = True
     addresses = list(net.bind) or get_host_addresses(
         use_ipv4=connection._use_ipv4, use_ipv6=connection._use_ipv6
     )
-    loop = asyncio.get_running_loop()
     for index, address in enumerate(addresses):
         sock = _bind_in_range(address, net.port_min, net.port_max)
+        protocol = StunProtocol(connection)
         try:
-            _, protocol = await loop.create_datagram_endpoint(
-                lambda: StunProtocol(connection), sock=sock
-            )
+            DatagramSocket(sock, protocol, handler)
         except BaseException:
             sock.close()
             raise
@@ -168,12 +270,13 @@ def _nominated_pair(connection: Connection) -> Any:
 class IceGeneration:
     """One ICE session (RFC 8445): local credentials, sockets and candidates, and checks."""
 
-    def __init__(self, net: NetworkConfig, on_datagram: Callable[[bytes], None]) -> None:
+    def __init__(self, net: NetworkConfig, on_datagram: DatagramHandler) -> None:
         self.connection = Connection(ice_controlling=False, components=1,
                                      **connection_kwargs(list(net.ice_servers)))
-        # Media arrives here, never in aioice's queue (ours is the only consumer).
+        self.on_datagram = on_datagram
+        # Datagrams relayed by a TURN server arrive through aioice: never into its queue.
         self.connection.data_received = (  # type: ignore[method-assign]
-            lambda data, component: on_datagram(data)
+            lambda data, component: on_datagram(data, time.monotonic())
         )
         self.net = net
         self.remote_ufrag: str | None = None
@@ -192,7 +295,7 @@ class IceGeneration:
         return [c.to_sdp() for c in self.connection.local_candidates]
 
     async def gather(self) -> None:
-        await _gather(self.connection, self.net)
+        await _gather(self.connection, self.net, self.on_datagram)
 
     async def add_remote_candidates(self, candidates: Sequence[str]) -> None:
         for line in candidates:
@@ -239,7 +342,7 @@ class IceAgent:
     States: "new", "checking", "connected", "failed", "closed" (reported to `on_state`).
     """
 
-    def __init__(self, net: NetworkConfig, on_datagram: Callable[[bytes], None],
+    def __init__(self, net: NetworkConfig, on_datagram: DatagramHandler,
                  on_state: Callable[[str], None]) -> None:
         self.net = net
         self._on_datagram = on_datagram

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import secrets
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -229,14 +230,15 @@ class Transport:
 
     # ---- the media path: one datagram at a time, where the socket delivers it ----
 
-    def _on_datagram(self, data: bytes) -> None:
+    def _on_datagram(self, data: bytes, arrival: float) -> None:
         try:
-            self._handle_datagram(data)
+            self._handle_datagram(data, arrival)
         except Exception:
             self.stray_datagrams += 1
             log.exception("datagram handling failed for %s", self.user_id)
 
-    def _handle_datagram(self, data: bytes) -> None:
+    def _handle_datagram(self, data: bytes, arrival: float) -> None:
+        """One datagram from the peer, received at `arrival` (monotonic seconds)."""
         if not data:
             self.stray_datagrams += 1
             return
@@ -249,13 +251,13 @@ class Transport:
             if 192 <= data[1] <= 223:
                 self._receive_rtcp(rx, data)
             else:
-                self._receive_rtp(rx, data)
+                self._receive_rtp(rx, data, arrival)
         elif 19 < first < 64:
             self.dtls.shim.feed(data)
         else:
             self.stray_datagrams += 1
 
-    def _receive_rtp(self, rx: pylibsrtp.Session, data: bytes) -> None:
+    def _receive_rtp(self, rx: pylibsrtp.Session, data: bytes, arrival: float) -> None:
         ssrc = int.from_bytes(data[8:12], "big")
         sources = self.sources
         route = sources.lookup(ssrc)
@@ -279,11 +281,11 @@ class Transport:
                     rx.remove_stream(replaced)
                 except pylibsrtp.Error:
                     pass  # never decrypted anything: libsrtp has no state for it
-        arrival_ms = int(now * 1000)
+        arrival_ms = int(arrival * 1000)
         if self._twcc_id is not None and self._twcc is not None:
             seq = transport_sequence_number(plain, self._twcc_id)
             if seq is not None:
-                self._twcc.on_packet(seq, int(now * 1_000_000))
+                self._twcc.on_packet(seq, int(arrival * 1_000_000))
                 if self._twcc_timer is None:
                     loop = asyncio.get_running_loop()
                     self._twcc_timer = loop.call_later(TWCC_INTERVAL, self._send_twcc)
@@ -297,7 +299,7 @@ class Transport:
             return
         media = self.sources.ssrc_of("video") or self.sources.ssrc_of("audio") or 0
         self._twcc.media_ssrc = media
-        for packet in self._twcc.feedback(int(self.clock.monotonic() * 1_000_000)):
+        for packet in self._twcc.feedback(int(time.monotonic() * 1_000_000)):
             self.send_rtcp(packet)
 
     def _receive_rtcp(self, rx: pylibsrtp.Session, data: bytes) -> None:

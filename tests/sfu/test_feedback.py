@@ -53,13 +53,13 @@ def lossy(original: RtpHandler, payload_type: int, every: int, dropped: list[int
     return handler
 
 
-def lossy_datagrams(original: Callable[[bytes], None], payload_type: int, every: int,
-                    dropped: list[int]) -> Callable[[bytes], None]:
+def lossy_datagrams(original: Callable[[bytes, float], None], payload_type: int, every: int,
+                    dropped: list[int]) -> Callable[[bytes, float], None]:
     """Drop the first copy of every `every`-th SRTP datagram of `payload_type`."""
     seen: set[int] = set()
     count = 0
 
-    def handler(data: bytes) -> None:
+    def handler(data: bytes, arrival: float) -> None:
         nonlocal count
         if len(data) >= 12 and 128 <= data[0] < 192 and data[1] & 0x7F == payload_type:
             seq = struct.unpack_from("!H", data, 2)[0]
@@ -69,7 +69,7 @@ def lossy_datagrams(original: Callable[[bytes], None], payload_type: int, every:
                 if count % every == 0 and len(dropped) < 40:
                     dropped.append(seq)
                     return
-        original(data)
+        original(data, arrival)
 
     return handler
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiortc
 import pytest
@@ -146,3 +148,46 @@ async def test_garbage_offer_is_invalid_argument(server: SfuServer) -> None:
     with pytest.raises(InvalidArgument, match="invalid offer"):
         await transport.answer("v=0\r\nm=audio garbage\r\n")
     assert transport.ice.current is None  # nothing was bound for a refused offer
+
+
+async def test_the_socket_reader_stamps_arrivals_and_splits_stun_from_media() -> None:
+    import time
+
+    received: list[tuple[bytes, float]] = []
+    stun: list[bytes] = []
+
+    class Stun:
+        transport: Any = None
+        lost = False
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            stun.append(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.lost = True
+
+    sock = internals._bind_in_range("127.0.0.1", 0, 0)
+    protocol = Stun()
+    reader = internals.DatagramSocket(sock, protocol, lambda d, t: received.append((d, t)))  # type: ignore[arg-type]
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        before = time.monotonic()
+        for data in (b"\x00\x01stun-ish", b"\x80\x60rtp-ish", b"\x16dtls-ish", b""):
+            peer.sendto(data, reader.get_extra_info("sockname"))
+        deadline = time.monotonic() + 5
+        while len(received) + len(stun) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert stun == [b"\x00\x01stun-ish"]
+        assert [d for d, _ in received] == [b"\x80\x60rtp-ish", b"\x16dtls-ish", b""]
+        # kernel receive times, on the monotonic clock
+        assert all(before - 0.05 <= t <= time.monotonic() + 0.05 for _, t in received)
+        reader.sendto(b"back", peer.getsockname())
+        assert peer.recv(10) == b"back"
+    finally:
+        reader.close()
+        peer.close()
+    await asyncio.sleep(0)
+    assert protocol.lost and reader.is_closing() and sock.fileno() == -1

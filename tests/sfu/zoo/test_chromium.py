@@ -192,7 +192,7 @@ async def test_a_constrained_uplink_adapts_and_recovers(chromium_sfu: ChromiumSf
     bucket = {"tokens": 0.0, "at": time.monotonic(), "on": True}
     rate = 250_000 / 8
 
-    def bottleneck(data: bytes) -> None:
+    def bottleneck(data: bytes, arrival: float) -> None:
         if bucket["on"] and len(data) > 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
             now = time.monotonic()
             bucket["tokens"] = min(rate * 0.1, bucket["tokens"] + (now - bucket["at"]) * rate)
@@ -200,7 +200,7 @@ async def test_a_constrained_uplink_adapts_and_recovers(chromium_sfu: ChromiumSf
             if bucket["tokens"] < len(data):
                 return  # the router's queue is full: the packet is lost
             bucket["tokens"] -= len(data)
-        original(data)
+        original(data, arrival)
 
     transport._handle_datagram = bottleneck  # type: ignore[method-assign]
     low = await wait_stats(a, lambda s: (s["outbound"]["video"]["target"] or 1e9) <= 400_000,

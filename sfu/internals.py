@@ -185,7 +185,10 @@ class DatagramSocket(asyncio.DatagramTransport):
             if not arrival:
                 arrival = time.monotonic()
             if data and data[0] < 4:
-                stun.datagram_received(data, addr)  # STUN: aioice's
+                try:
+                    stun.datagram_received(data, addr)  # STUN: aioice's
+                except Exception:  # a malformed message aioice's parser does not expect
+                    log.debug("STUN datagram from %s dropped", addr, exc_info=True)
             else:
                 handler(data, arrival)
 
@@ -309,10 +312,9 @@ class IceGeneration:
         pair = _nominated_pair(self.connection)
         if pair is None or self.closed:
             return False
-        transport = pair.protocol.transport
-        if transport.is_closing():
-            return False
-        transport.sendto(data, pair.remote_addr)
+        # Our DatagramSocket, or aioice's TurnTransport for a relayed pair: both frame and drop
+        # as needed once closed.
+        pair.protocol.transport.sendto(data, pair.remote_addr)
         return True
 
     @property

@@ -129,3 +129,32 @@ async def test_extra_sections_and_candidates_cost_nothing(sfu: SfuHarness) -> No
     assert generation is not None
     assert len(generation.connection.remote_candidates) <= 16
     await transport.close(CloseReason.LEFT)
+
+
+async def test_garbage_from_a_stranger_harms_no_one(sfu: SfuHarness) -> None:
+    """Datagrams of every kind from an address that is not the peer's: STUN-like, DTLS-like,
+    SRTP-like, empty. The connection stays up and media goes on."""
+    import socket
+
+    alice, bob, alice_t, bob_t = await call(sfu, "stranger")
+    generation = alice_t.ice.current
+    assert generation is not None
+    target = generation.connection.local_candidates[0]
+    rng = random.Random(11)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for n in range(3000):
+            first = rng.choice([0, 1, 0x16, 0x17, 0x80, 0x90, 0xFF])
+            data = bytes([first]) + rng.randbytes(rng.randrange(0, 300))
+            if n % 100 == 0:
+                data = b""
+            stranger.sendto(data, (target.host, target.port))
+            if n % 100 == 99:
+                await asyncio.sleep(0.005)
+    finally:
+        stranger.close()
+    frames = bob.received.video_frames, alice.received.video_frames
+    await wait_for(lambda: bob.received.video_frames >= frames[0] + 15
+                   and alice.received.video_frames >= frames[1] + 15)
+    assert alice_t.connected and not alice_t.closed and not bob_t.closed
+    assert alice_t.srtp_errors > 0 or alice_t.sources.rejected > 0

@@ -164,29 +164,41 @@ def _split_attribute(line: str) -> tuple[str, str | None]:
     return name.strip(), (value.strip() if colon else None)
 
 
+def _transport_attribute(m: MediaSection, name: str, value: str | None,
+                         fingerprints: list[tuple[str, str]]) -> bool:
+    """ICE and DTLS attributes, legal at session and media level alike; True when handled."""
+    if name == "fingerprint" and value:
+        algorithm, _, fp = value.partition(" ")
+        fingerprints.append((algorithm.lower(), fp.strip()))
+    elif name == "ice-ufrag" and value:
+        m.ice_ufrag = value
+    elif name == "ice-pwd" and value:
+        m.ice_pwd = value
+    elif name == "ice-lite":
+        m.ice_lite = True
+    elif name == "setup" and value:
+        m.setup = value.lower()
+    else:
+        return False
+    return True
+
+
 def _finish_section(m: MediaSection, session: list[tuple[str, str | None]]) -> None:
     """Derive the interpreted fields from the attribute lines (session-level ones inherited)."""
     rtpmaps: dict[int, tuple[str, int, int | None]] = {}
     fmtps: dict[int, str] = {}
     feedback: dict[str, list[str]] = {}
     for name, value in session:
-        if name == "fingerprint" and value:
-            algorithm, _, fp = value.partition(" ")
-            m.fingerprints.append((algorithm.lower(), fp.strip()))
-        elif name == "ice-ufrag" and value:
-            m.ice_ufrag = value
-        elif name == "ice-pwd" and value:
-            m.ice_pwd = value
-        elif name == "ice-lite":
-            m.ice_lite = True
-        elif name == "setup" and value:
-            m.setup = value.lower()
-        elif name in DIRECTIONS:
+        if _transport_attribute(m, name, value, m.fingerprints):
+            continue
+        if name in DIRECTIONS:
             m.direction = name
         elif name == "extmap" and value:
             m.extmaps.append(_parse_extmap(value))
     own_fingerprints: list[tuple[str, str]] = []
     for name, value in m.attributes:
+        if _transport_attribute(m, name, value, own_fingerprints):
+            continue
         if name in DIRECTIONS:
             m.direction = name
         elif name == "mid" and value:
@@ -219,17 +231,6 @@ def _finish_section(m: MediaSection, session: list[tuple[str, str | None]]) -> N
             if any(not 0 <= s <= 0xFFFFFFFF for s in ssrcs):
                 raise ValueError(SDP_BAD_SSRC)
             m.ssrc_groups.append((semantics.upper(), ssrcs))
-        elif name == "ice-ufrag" and value:
-            m.ice_ufrag = value
-        elif name == "ice-pwd" and value:
-            m.ice_pwd = value
-        elif name == "ice-lite":
-            m.ice_lite = True
-        elif name == "fingerprint" and value:
-            algorithm, _, fp = value.partition(" ")
-            own_fingerprints.append((algorithm.lower(), fp.strip()))
-        elif name == "setup" and value:
-            m.setup = value.lower()
         elif name == "candidate" and value:
             m.candidates.append(value)
         elif name == "end-of-candidates":

@@ -10,23 +10,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from loadtest.bot import BLUE, RED, Bot
+from loadtest.bot import Bot
 from sfu.events import CloseReason
 from sfu.rtp import RtcpNack
-from sfu.transport import Transport
 from tests.sfu.conftest import SfuHarness, wait_for
+from tests.sfu.test_feedback import call
 
 DATA = Path(__file__).parents[1] / "data"
-
-
-async def call(sfu: SfuHarness, room: str) -> tuple[Bot, Bot, Transport, Transport]:
-    sfu.server.create_room(room)
-    alice, bob = sfu.bot(room, "alice", RED), sfu.bot(room, "bob", BLUE)
-    await alice.join()
-    await bob.join()
-    await wait_for(lambda: alice.received.video_frames >= 3 and bob.received.video_frames >= 3)
-    transports = sfu.server.rooms[room].transports
-    return alice, bob, transports["alice"], transports["bob"]
 
 
 def dtls_of(bot: Bot) -> Any:

@@ -51,13 +51,36 @@ export class MediaCall extends EventTarget {
     this.restarting = false;
   }
 
-  /** Ask for camera and microphone once per call; falls back to what is available. */
+  /** Ask for camera and microphone once per call; falls back to what is available. Called
+   * early (on an invite sent or accepted) so the camera is ready when the call starts. */
   acquireMedia() {
     if (!this.mediaPromise) {
       this.mediaSettled = false;
-      this.mediaPromise = this.getMedia().finally(() => { this.mediaSettled = true; });
+      const promise = this.getMedia().then((stream) => {
+        if (!stream) return null;
+        if (this.mediaPromise !== promise) {  // released or closed while it started
+          stream.getTracks().forEach((t) => t.stop());
+          return null;
+        }
+        this.localStream = stream;
+        this.localVideo.srcObject = stream;
+        this.localVideo.muted = true;
+        this.localVideo.play().catch(() => {});
+        return stream;
+      }).finally(() => { if (this.mediaPromise === promise) this.mediaSettled = true; });
+      this.mediaPromise = promise;
     }
     return this.mediaPromise;
+  }
+
+  /** Stop a camera started for a call that did not happen (no effect during a call). */
+  releaseMedia() {
+    if (this.info) return;
+    this.mediaPromise = null;
+    this.mediaSettled = false;
+    if (this.localStream) this.localStream.getTracks().forEach((t) => t.stop());
+    this.localStream = null;
+    this.localVideo.srcObject = null;
   }
 
   async getMedia() {
@@ -71,14 +94,6 @@ export class MediaCall extends EventTarget {
     for (const constraints of [{ audio: true, video: true }, { audio: true }, { video: true }]) {
       try {
         const stream = await navigator.mediaDevices.getUserMedia(constraints);
-        if (this.closedForGood) {
-          stream.getTracks().forEach((t) => t.stop());
-          return null;
-        }
-        this.localStream = stream;
-        this.localVideo.srcObject = stream;
-        this.localVideo.muted = true;
-        this.localVideo.play().catch(() => {});
         if (firstError) this.emit("media-error", firstError);
         return stream;
       } catch (err) {

@@ -139,6 +139,8 @@ export async function invite(userId) {
     if (app.call) return;
     setOutgoing({ inviteId: ack.inviteId, expiresAt: ack.expiresAt, toId: userId,
       toName: person ? person.name : "them" });
+    // Start the camera while they decide: it is ready when the call starts.
+    app.media.acquireMedia();
   } catch (err) {
     failed(err);
   }
@@ -166,6 +168,7 @@ export async function cancelInvite() {
     await app.signaling.request("call:cancel", { inviteId: outgoing.inviteId });
     if (app.outgoing && app.outgoing.inviteId === outgoing.inviteId) {
       setOutgoing(null);
+      app.media.releaseMedia();
       notify("Invite cancelled.");
     }
   } catch (err) {
@@ -216,10 +219,12 @@ export async function acceptInvite() {
   if (!current) return;
   $("accept-invite").disabled = true;
   $("decline-invite").disabled = true;
+  app.media.acquireMedia();  // the camera starts while the server sets the call up
   try {
     await app.signaling.request("call:accept", { inviteId: current.inviteId });
     removeIncoming(current.inviteId);
   } catch (err) {
+    app.media.releaseMedia();
     failed(err);
     if (["not_found", "failed_precondition", "invalid_argument"].includes(err.code)) {
       removeIncoming(current.inviteId);
@@ -244,6 +249,7 @@ export function inviteGone(kind, data) {
   const out = app.outgoing;
   if (out && out.inviteId === data.inviteId) {
     setOutgoing(null);
+    app.media.releaseMedia();
     if (kind === "call:declined") notify(`${out.toName} declined your invite.`);
     else if (kind === "call:expired") notify(`${out.toName} didn't answer in time.`);
     else notify("Invite cancelled.");

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 _SEQ_TS = struct.Struct("!HI")
 _NTP_FRACTION = 1 << 32
 SR_SILENCE = 2.0  # seconds without media after which no more sender reports go out
+MAX_GAPS = 1024  # skipped sequence numbers remembered for late retransmissions
+MIN_REPORT_PACKETS = 30  # packets a loss figure must cover before it moves a downlink cap
 
 
 class Consumer:
@@ -83,6 +85,9 @@ class Consumer:
         self._sent_srs: list[tuple[int, float]] = []  # (compact NTP, monotonic) of recent SRs
         # After a source switch a video decoder needs a keyframe: drop until one comes.
         self._awaiting_keyframe = False
+        self._unsent = 0  # outgoing sequence numbers skipped (upstream loss not recovered)
+        self._gaps: dict[int, None] = {}  # the skipped ones that a retransmission may fill
+        self._last_report: tuple[int, int, int] | None = None
 
     @property
     def packets(self) -> int:
@@ -168,11 +173,23 @@ class Consumer:
             self._awaiting_keyframe = False
         in_seq, in_ts = _SEQ_TS.unpack_from(data, 2)
         now = self.clock.monotonic()
+        last_seq = self._rewriter.last_sequence_number
         mapped = self._rewriter.map(in_seq, in_ts, now)
         if mapped is None:
             self.dropped += 1
             return
         seq, ts = mapped
+        if last_seq is not None:
+            step = (seq - last_seq) & 0xFFFF
+            if 1 < step < 0x8000:  # a gap: packets the publisher's uplink lost (so far)
+                self._unsent += step - 1
+                gaps = self._gaps
+                for missing in range(last_seq + 1, last_seq + min(step, MAX_GAPS + 1)):
+                    gaps[missing & 0xFFFF] = None
+                while len(gaps) > MAX_GAPS:
+                    del gaps[next(iter(gaps))]  # too old to be filled: stays unsent
+            elif step >= 0x8000 and self._gaps.pop(seq, False) is None:
+                self._unsent -= 1  # a late packet (a retransmission) filled a gap
         try:
             out = rewrite(
                 data, ssrc=self.ssrc, payload_type=self._payload_type,
@@ -212,9 +229,13 @@ class Consumer:
             self.producer.request_keyframe()
 
     def on_receiver_report(self, fraction_lost: int, packets_lost: int, jitter: int,
-                           lsr: int, dlsr: int) -> None:
+                           lsr: int, dlsr: int, highest_seq: int | None = None) -> None:
+        """A report block about our stream (RFC 3550 6.4.1): loss, jitter, and the RTT."""
         self.fraction_lost, self.packets_lost, self.jitter = fraction_lost, packets_lost, jitter
-        self.downlink.on_report(fraction_lost, self.meter.bitrate, self.remb)
+        if highest_seq is not None:
+            downlink = self._downlink_fraction(packets_lost, highest_seq)
+            if downlink is not None:
+                self.downlink.on_report(downlink, self.meter.bitrate, self.remb)
         if not lsr:
             return
         for sent_lsr, sent_at in self._sent_srs:
@@ -223,6 +244,25 @@ class Consumer:
                 elapsed = self.clock.monotonic() - sent_at
                 self.rtt = max(0.0, elapsed - dlsr / 65536)
                 return
+
+    def _downlink_fraction(self, packets_lost: int, highest_seq: int) -> int | None:
+        """The share (0..255) of the last interval's packets lost between us and the
+        subscriber: what it reports lost minus the sequence numbers we never sent (lost on
+        the publisher's uplink and not recovered), so upstream loss caps nobody's downlink."""
+        previous = self._last_report
+        if previous is None:
+            self._last_report = (packets_lost, highest_seq, self._unsent)
+            return None
+        lost_before, highest_before, unsent_before = previous
+        expected = (highest_seq - highest_before) & 0xFFFFFFFF
+        if expected >= 1 << 31:
+            self._last_report = (packets_lost, highest_seq, self._unsent)
+            return None
+        if expected < MIN_REPORT_PACKETS:
+            return None  # too few packets to tell loss from reports racing media: wait
+        self._last_report = (packets_lost, highest_seq, self._unsent)
+        lost = (packets_lost - lost_before) - (self._unsent - unsent_before)
+        return max(0, min(255, (lost << 8) // expected))
 
     def sender_report(self, now: float) -> RtcpSenderReport | None:
         """Our SR: the publisher's NTP <-> RTP mapping moved forward to `now` and translated

@@ -548,7 +548,7 @@ class DownlinkCap:
     which is what the publisher's content needs, not what the path holds). Bits per second.
     """
 
-    __slots__ = ("cap", "floor")
+    __slots__ = ("_lossy", "cap", "floor")
 
     HIGH_LOSS = 0.10
     LOW_LOSS = 0.02
@@ -557,11 +557,17 @@ class DownlinkCap:
     def __init__(self, floor: int = 50_000) -> None:
         self.floor = floor
         self.cap: int | None = None
+        self._lossy = 0  # reports in a row above HIGH_LOSS
 
     def on_report(self, fraction_lost: int, send_bitrate: float, remb: int | None = None) -> None:
-        """A receiver report's fraction lost (0..255, RFC 3550 6.4.1) and our send rate then."""
+        """A receiver report's fraction lost (0..255, RFC 3550 6.4.1) and our send rate then.
+
+        A first cap needs two lossy reports in a row (one may be a burst, or a report that
+        raced the media it describes); an existing cap goes down at once."""
         loss = fraction_lost / 256
-        if loss > self.HIGH_LOSS and send_bitrate > 0:
+        self._lossy = self._lossy + 1 if loss > self.HIGH_LOSS else 0
+        if loss > self.HIGH_LOSS and send_bitrate > 0 and (self.cap is not None
+                                                            or self._lossy >= 2):
             target = send_bitrate * (1 - loss / 2)
             self.cap = max(self.floor, round(min(target, self.cap or target)))
         elif loss < self.LOW_LOSS and self.cap is not None:

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 _SEQ_TS_SSRC = struct.Struct("!HII")
 REMB_FLOOR = 30_000
+REMB_LIFT = 100_000_000  # bits/s: "no limit from us", sent after a cap is lifted
+REMB_LIFT_ROUNDS = 3  # RTCP rounds the lifting REMB is repeated (one may be lost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,7 @@ class Producer:
         self._held: bytes | None = None  # the first packet after a jump, until confirmed
         self._throttle = KeyframeRequestThrottle()
         self._wanted = False  # a keyframe was asked for before the first packet
+        self._lift_rounds = 0
         self._deferred: asyncio.TimerHandle | None = None
         self._deferred_since = 0.0
         self._keyframe_at: float | None = None  # when the last keyframe start arrived
@@ -229,7 +232,14 @@ class Producer:
         report they can take."""
         caps = [c.downlink.cap for c in self.consumers if c.downlink.cap is not None]
         if self.transport_cc:
-            return max(REMB_FLOOR, min(caps)) if caps else None
+            if caps:
+                self._lift_rounds = REMB_LIFT_ROUNDS
+                return max(REMB_FLOOR, min(caps))
+            if self._lift_rounds:
+                # Chrome keeps the last REMB as a ceiling until another arrives: lift it.
+                self._lift_rounds -= 1
+                return REMB_LIFT
+            return None
         candidates = [self.estimate] if self.estimate is not None else []
         candidates += [c.remb for c in self.consumers if c.remb is not None]
         candidates += caps

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 30.0
 RTCP_INTERVAL = 1.0  # seconds between report rounds (randomised 0.5x..1.5x, RFC 3550 6.2)
 TWCC_INTERVAL = 0.05  # seconds between transport-cc feedback packets while media arrives
+EARLY_DATAGRAMS = 512  # SRTP datagrams kept while our side of the DTLS handshake finishes
 
 
 class Transport:
@@ -89,6 +90,7 @@ class Transport:
         self._twcc: TransportCcRecorder | None = None
         self._twcc_id: int | None = None
         self._twcc_timer: asyncio.TimerHandle | None = None
+        self._early: list[tuple[bytes, float]] | None = []  # SRTP before our keys were ready
         self._negotiating = asyncio.Lock()
         # counters (what a peer sent that we did not use)
         self.srtp_errors = 0
@@ -215,6 +217,7 @@ class Transport:
             self.close_soon(CloseReason.DTLS_FAILED)
             return
         self._rx, self._tx = self.dtls.rx, self.dtls.tx
+        early, self._early = self._early or [], None
         self.connected = True
         if self._timer is not None:
             self._timer.cancel()
@@ -223,6 +226,8 @@ class Transport:
         for consumer in self.consumers.values():
             consumer.on_connected()
         self.router.transport_connected(self)
+        for data, arrival in early:
+            self._on_datagram(data, arrival)
 
     def _on_dtls_state(self, state: str) -> None:
         if state == "closed" and self.connected and not self.closed:
@@ -245,7 +250,16 @@ class Transport:
         first = data[0]
         if 127 < first < 192:
             rx = self._rx
-            if rx is None or len(data) < 12:
+            if rx is None:
+                # SRTP racing the end of our DTLS handshake (the peer may send as soon as its
+                # side is done: bandwidth probes, the first keyframe): kept until the keys are
+                # ready, with their arrival times.
+                if self._early is not None and len(self._early) < EARLY_DATAGRAMS:
+                    self._early.append((data, arrival))
+                else:
+                    self.stray_datagrams += 1
+                return
+            if len(data) < 12:
                 self.stray_datagrams += 1
                 return
             if 192 <= data[1] <= 223:
@@ -341,7 +355,8 @@ class Transport:
                 consumer = self._consumer_for(block.ssrc)
                 if consumer is not None:
                     consumer.on_receiver_report(block.fraction_lost, block.packets_lost,
-                                                block.jitter, block.lsr, block.dlsr)
+                                                block.jitter, block.lsr, block.dlsr,
+                                                block.highest_seq)
         elif isinstance(packet, RtcpNack):
             consumer = self._consumer_for(packet.media_ssrc)
             if consumer is not None:
@@ -456,6 +471,7 @@ class Transport:
         for consumer in self.consumers.values():
             consumer.close(CloseReason.TRANSPORT_CLOSED)
         self._rx = self._tx = None
+        self._early = None
         try:
             await self.dtls.stop()
             await self.ice.close()

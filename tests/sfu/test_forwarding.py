@@ -428,7 +428,9 @@ def test_downlink_cap_follows_loss_like_googcc() -> None:
     cap = DownlinkCap(floor=50_000)
     cap.on_report(0, 1_000_000, remb=300_000)
     assert cap.cap is None  # no loss: no cap, and a receive-side REMB alone sets none
-    cap.on_report(round(0.2 * 256), 1_000_000)  # 20 % loss
+    cap.on_report(round(0.2 * 256), 1_000_000)  # 20 % loss once: a burst, maybe
+    assert cap.cap is None
+    cap.on_report(round(0.2 * 256), 1_000_000)  # and again: congestion
     assert cap.cap is not None and 890_000 <= cap.cap <= 910_000  # (1 - 0.2 / 2) x sent
     cap.on_report(round(0.05 * 256), 900_000)  # 5 %: hold
     assert 890_000 <= cap.cap <= 910_000
@@ -440,5 +442,6 @@ def test_downlink_cap_follows_loss_like_googcc() -> None:
     for _ in range(20):
         cap.on_report(0, 400_000)
     assert cap.cap is None  # far above what flows: no longer a constraint
+    cap.on_report(255, 60_000)
     cap.on_report(255, 60_000)
     assert cap.cap == 50_000  # never under the floor

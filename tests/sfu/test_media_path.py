@@ -289,3 +289,54 @@ async def test_a_request_before_the_first_packet_waits_for_it() -> None:
     assert not pub.rtcp
     producer.on_rtp(packet(0xAAAA, producer.payload_type, 1, 0, VP8_DELTA), False, 0)
     assert any(isinstance(p, RtcpPli) for d in pub.rtcp for p in parse_rtcp(d))
+
+
+async def test_upstream_loss_does_not_cap_the_subscribers_downlink() -> None:
+    producer, consumer, _, sub, clock = pair()
+    consumer.meter.bitrate = 1_000_000.0
+    pt = producer.payload_type
+    seq = 1000
+    producer.on_rtp(packet(0xAAAA, pt, seq, 0, VP8_KEY), False, 0)
+    out_first = struct.unpack_from("!H", sub.sent[0], 2)[0]
+
+    def report(lost: int) -> None:
+        highest = struct.unpack_from("!H", sub.sent[-1], 2)[0]
+        consumer.on_receiver_report(0, lost, 0, 0, 0, highest)
+
+    report(0)
+    for n in range(1, 101):  # every fifth packet lost on the publisher's uplink
+        seq += 1
+        if n % 5:
+            producer.on_rtp(packet(0xAAAA, pt, seq, n * 3000, VP8_MORE), False, 0)
+        clock.advance(0.01)
+    missing = 100 // 5
+    assert struct.unpack_from("!H", sub.sent[-1], 2)[0] - out_first == 100 - 1
+    report(missing)  # the subscriber saw those gaps: 20 % "lost", all of it upstream
+    assert consumer.downlink.cap is None
+    lost = missing
+    for _ in range(2):  # now the downlink loses 20 % of what we send, two reports in a row
+        for n in range(100):
+            seq += 1
+            producer.on_rtp(packet(0xAAAA, pt, seq, n * 3000, VP8_MORE), False, 0)
+        lost += 20
+        report(lost)
+    assert consumer.downlink.cap is not None and consumer.downlink.cap < 1_000_000
+    # The publisher (transport-cc) is told by REMB; once the cap goes, REMB lifts the
+    # ceiling Chrome would otherwise keep, a few times, then stops.
+    assert producer.remb_bitrate() == consumer.downlink.cap
+    consumer.downlink.cap = None
+    lifts = [producer.remb_bitrate() for _ in range(4)]
+    assert lifts[:3] == [100_000_000] * 3 and lifts[3] is None
+
+
+async def test_late_fills_and_duplicates_keep_the_upstream_loss_count_right() -> None:
+    producer, consumer, _, sub, clock = pair()
+    pt = producer.payload_type
+    producer.on_rtp(packet(0xAAAA, pt, 100, 0, VP8_KEY), False, 0)
+    producer.on_rtp(packet(0xAAAA, pt, 104, 0, VP8_MORE), False, 0)  # 101-103 missing
+    assert consumer._unsent == 3
+    producer.on_rtp(packet(0xAAAA, pt, 102, 0, VP8_MORE), False, 0)  # retransmitted late
+    assert consumer._unsent == 2
+    producer.on_rtp(packet(0xAAAA, pt, 102, 0, VP8_MORE), False, 0)  # a duplicate of it
+    producer.on_rtp(packet(0xAAAA, pt, 100, 0, VP8_KEY), False, 0)  # and of one never lost
+    assert consumer._unsent == 2

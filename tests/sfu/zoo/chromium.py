@@ -77,6 +77,14 @@ class ChromiumSfu:
         await page.goto(self.base + "/zoo.html")
         return page
 
+    async def close_page(self, page: Any) -> None:
+        """Hang up, stop the camera and close the page's context (frees its CPU)."""
+        await page.evaluate("zoo.close()")
+        context = page.context
+        await context.close()
+        if context in self.contexts:
+            self.contexts.remove(context)
+
     async def client(self, room: str, user: str) -> Any:
         """A page running the web client's MediaCall, joined to `room` as `user`."""
         context = await self.browser.new_context()
@@ -104,6 +112,7 @@ P2P_STEP = """async ([role, remote, opts]) => {
     zoo.pc = pc;
     const s = await navigator.mediaDevices.getUserMedia(
       {audio: true, video: {width: opts.width, height: opts.height, frameRate: opts.fps}});
+    window.p2pStream = s;
     for (const t of s.getTracks()) pc.addTransceiver(t, {direction: "sendrecv", streams: [s]});
     pc.ontrack = (ev) => {
       const el = document.createElement("video");

@@ -66,6 +66,7 @@ AIORTC_VERSION = "1.16.0"
 AIOICE_VERSION = "0.13.0"
 UDP_SOCKET_BUFFER_SIZE = 1 << 21
 DTLS_QUEUE_LIMIT = 64  # DTLS records waiting for the handshake loop; more are dropped
+RESTART_TIMEOUT = 30.0  # seconds an ICE restart may take to get a nominated pair
 
 # ECDHE with ECDSA or RSA authentication (RFC 8827 section 6.5: browsers use either kind of
 # certificate), AEAD first.
@@ -284,6 +285,8 @@ class IceGeneration:
         self.net = net
         self.remote_ufrag: str | None = None
         self.checks: asyncio.Task[None] | None = None
+        self.deadline: asyncio.TimerHandle | None = None  # an ICE restart's
+        self.consent_lost = False
         self.closed = False
 
     @property
@@ -332,6 +335,9 @@ class IceGeneration:
         if self.closed:
             return
         self.closed = True
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
         if self.checks is not None:
             self.checks.cancel()
             await asyncio.gather(self.checks, return_exceptions=True)
@@ -388,10 +394,30 @@ class IceAgent:
             self._set_state("checking")
         else:
             if self.pending is not None and self.pending is not generation:
-                self._spawn(self.pending.close())
+                self._abandon(self.pending)
             self.pending = generation
             self.restarts += 1
+            generation.deadline = asyncio.get_running_loop().call_later(
+                RESTART_TIMEOUT, self._restart_expired, generation)
         generation.checks = asyncio.ensure_future(self._run_checks(generation))
+
+    def _abandon(self, generation: IceGeneration) -> None:
+        if generation.deadline is not None:
+            generation.deadline.cancel()
+            generation.deadline = None
+        if generation is self.pending:
+            self.pending = None
+        self._spawn(generation.close())
+
+    def _restart_expired(self, generation: IceGeneration) -> None:
+        """An ICE restart that never got a nominated pair: give it up. The old path goes on if
+        it still works; if it died meanwhile, the connection has failed."""
+        generation.deadline = None
+        if generation is not self.pending:
+            return
+        self._abandon(generation)
+        if self.current is None or self.current.consent_lost:
+            self._set_state("failed")
 
     async def _run_checks(self, generation: IceGeneration) -> None:
         connection = generation.connection
@@ -402,6 +428,9 @@ class IceAgent:
                 self._set_state("failed")
             return
         if generation is self.pending:
+            if generation.deadline is not None:
+                generation.deadline.cancel()
+                generation.deadline = None
             old, self.current, self.pending = self.current, generation, None
             if old is not None:
                 self._spawn(old.close())
@@ -412,8 +441,9 @@ class IceAgent:
                 event = await connection.get_event()
                 if event is None or isinstance(event, ConnectionClosed):
                     break
-            if generation is self.current and not generation.closed and self.pending is None:
-                self._set_state("failed")
+            generation.consent_lost = not generation.closed
+            if generation is self.current and generation.consent_lost and self.pending is None:
+                self._set_state("failed")  # with a restart under way, it decides
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

@@ -191,3 +191,35 @@ async def test_the_socket_reader_stamps_arrivals_and_splits_stun_from_media() ->
         peer.close()
     await asyncio.sleep(0)
     assert protocol.lost and reader.is_closing() and sock.fileno() == -1
+
+
+async def test_an_ice_restart_that_never_connects_is_abandoned(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(internals, "RESTART_TIMEOUT", 0.1)
+    states: list[str] = []
+    agent = internals.IceAgent(NetworkConfig(bind=("127.0.0.1",)), lambda d, t: None,
+                               states.append)
+    try:
+        first = await agent.new_generation()
+        await agent.start(first, "ufrA", "passwordpasswordpassA", [])
+        restart = await agent.new_generation()
+        assert restart.local_ufrag != first.local_ufrag
+        await agent.start(restart, "ufrB", "passwordpasswordpassB", [])
+        assert agent.pending is restart and agent.local is restart and agent.restarts == 1
+        for _ in range(100):
+            if restart.closed:
+                break
+            await asyncio.sleep(0.01)
+        # given up: the old session stays (its path may still work), nothing failed
+        assert restart.closed and agent.pending is None and agent.current is first
+        assert states == ["checking"]
+        first.consent_lost = True  # the old path died meanwhile
+        again = await agent.new_generation()
+        await agent.start(again, "ufrC", "passwordpasswordpassC", [])
+        for _ in range(100):
+            if states[-1] == "failed":
+                break
+            await asyncio.sleep(0.01)
+        assert states == ["checking", "failed"] and again.closed
+    finally:
+        await agent.close()

@@ -330,7 +330,7 @@ async def test_upstream_loss_does_not_cap_the_subscribers_downlink() -> None:
 
 
 async def test_late_fills_and_duplicates_keep_the_upstream_loss_count_right() -> None:
-    producer, consumer, _, sub, clock = pair()
+    producer, consumer, _, _, _ = pair()
     pt = producer.payload_type
     producer.on_rtp(packet(0xAAAA, pt, 100, 0, VP8_KEY), False, 0)
     producer.on_rtp(packet(0xAAAA, pt, 104, 0, VP8_MORE), False, 0)  # 101-103 missing

@@ -51,6 +51,16 @@ async def wait_media(page: Any, timeout: float = 20) -> dict[str, Any]:
     raise AssertionError(f"no media decoded: {await stats(page)}")
 
 
+async def invite_and_accept(caller: Any, callee: Any, callee_id: str, seconds: int) -> None:
+    """The caller invites the callee from the deck for `seconds`; the callee accepts."""
+    person = caller.locator(f"#deck li[data-user-id='{callee_id}']")
+    await person.wait_for(timeout=20_000)
+    await caller.select_option("#invite-seconds", str(seconds))
+    await person.locator(".invite-button").click()
+    await callee.locator("#incoming-invite").wait_for(state="visible", timeout=10_000)
+    await callee.click("#accept-invite")
+
+
 async def test_two_browsers_call_each_other(live_server: str, pages: Pages) -> None:
     ada, bo = await pages.new("ada"), await pages.new("bo")
     ada_id = await sign_up(ada, live_server, "Ada", "female")
@@ -91,12 +101,7 @@ async def test_a_reload_mid_call_resumes_it(live_server: str, pages: Pages) -> N
     ada, bo = await pages.new("ada"), await pages.new("bo")
     await sign_up(ada, live_server, "Ada", "female")
     bo_id = await sign_up(bo, live_server, "Bo", "male")
-    person = ada.locator(f"#deck li[data-user-id='{bo_id}']")
-    await person.wait_for(timeout=20_000)
-    await ada.select_option("#invite-seconds", "60")
-    await person.locator(".invite-button").click()
-    await bo.locator("#incoming-invite").wait_for(state="visible", timeout=10_000)
-    await bo.click("#accept-invite")
+    await invite_and_accept(ada, bo, bo_id, 60)
     await asyncio.gather(wait_media(ada), wait_media(bo))
     await ada.fill("#chat-input", "before the reload")
     await ada.click("#chat-send")
@@ -134,12 +139,7 @@ async def test_a_partner_without_a_camera_is_shown_as_such(live_server: str,
     await ada.add_init_script(NO_CAMERA)
     await sign_up(ada, live_server, "Ada", "female")
     bo_id = await sign_up(bo, live_server, "Bo", "male")
-    person = ada.locator(f"#deck li[data-user-id='{bo_id}']")
-    await person.wait_for(timeout=20_000)
-    await ada.select_option("#invite-seconds", "60")
-    await person.locator(".invite-button").click()
-    await bo.locator("#incoming-invite").wait_for(state="visible", timeout=10_000)
-    await bo.click("#accept-invite")
+    await invite_and_accept(ada, bo, bo_id, 60)
     note = bo.locator("#remote-no-video")
     await note.wait_for(state="visible", timeout=15_000)
     assert "Ada has no camera" in await note.inner_text()

@@ -132,7 +132,8 @@ _TIMESPEC = struct.Struct("@qq")  # struct timespec on Linux: seconds, nanosecon
 READ_BATCH = 64  # datagrams read per wake-up before the loop gets a turn
 
 
-DatagramHandler = Callable[[bytes, float], None]
+# (datagram, arrival on the monotonic clock, source address or None when relayed by TURN)
+DatagramHandler = Callable[[bytes, float, "tuple[str, int] | None"], None]
 
 
 class DatagramSocket(asyncio.DatagramTransport):
@@ -142,7 +143,7 @@ class DatagramSocket(asyncio.DatagramTransport):
     onto time.monotonic(): a busy event loop then delays the handling of a packet but not its
     timestamp, which is what congestion control feedback reports (transport-cc). STUN
     (RFC 8489 section 5: the two top bits zero) goes to aioice's StunProtocol; anything else
-    to `handler(data, arrival)`. It stands in for asyncio's datagram transport towards
+    to `handler(data, arrival, addr)`. It stands in for asyncio's datagram transport towards
     StunProtocol (`sendto`, `close`, `get_extra_info`, `is_closing`).
     """
 
@@ -191,7 +192,7 @@ class DatagramSocket(asyncio.DatagramTransport):
                 except Exception:  # a malformed message aioice's parser does not expect
                     log.debug("STUN datagram from %s dropped", addr, exc_info=True)
             else:
-                handler(data, arrival)
+                handler(data, arrival, (addr[0], addr[1]))
 
     # ---- asyncio.DatagramTransport, as StunProtocol uses it ----
 
@@ -280,7 +281,7 @@ class IceGeneration:
         self.on_datagram = on_datagram
         # Datagrams relayed by a TURN server arrive through aioice: never into its queue.
         self.connection.data_received = (  # type: ignore[method-assign]
-            lambda data, component: on_datagram(data, time.monotonic())
+            lambda data, component: on_datagram(data, time.monotonic(), None)
         )
         self.net = net
         self.remote_ufrag: str | None = None

@@ -235,7 +235,17 @@ class Transport:
 
     # ---- the media path: one datagram at a time, where the socket delivers it ----
 
-    def _on_datagram(self, data: bytes, arrival: float) -> None:
+    def _on_datagram(self, data: bytes, arrival: float,
+                     source: tuple[str, int] | None = None) -> None:
+        if source is not None and data and 19 < data[0] < 64:
+            # DTLS only from the selected pair's address: a stranger who learned our port
+            # must not feed the handshake (SRTP needs no such check: it is authenticated).
+            # (Before a pair is selected a ClientHello may come early: it waits in the queue.)
+            current = self.ice.current
+            remote = current.remote_address() if current is not None else None
+            if remote is not None and remote != source:
+                self.stray_datagrams += 1
+                return
         try:
             self._handle_datagram(data, arrival)
         except Exception:

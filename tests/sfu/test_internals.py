@@ -171,7 +171,8 @@ async def test_the_socket_reader_stamps_arrivals_and_splits_stun_from_media() ->
 
     sock = internals._bind_in_range("127.0.0.1", 0, 0)
     protocol = Stun()
-    reader = internals.DatagramSocket(sock, protocol, lambda d, t: received.append((d, t)))  # type: ignore[arg-type]
+    reader = internals.DatagramSocket(sock, protocol,  # type: ignore[arg-type]
+                                      lambda d, t, a: received.append((d, t)))
     peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         before = time.monotonic()
@@ -197,7 +198,7 @@ async def test_an_ice_restart_that_never_connects_is_abandoned(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(internals, "RESTART_TIMEOUT", 0.1)
     states: list[str] = []
-    agent = internals.IceAgent(NetworkConfig(bind=("127.0.0.1",)), lambda d, t: None,
+    agent = internals.IceAgent(NetworkConfig(bind=("127.0.0.1",)), lambda d, t, a: None,
                                states.append)
     try:
         first = await agent.new_generation()

@@ -164,3 +164,14 @@ async def test_garbage_from_a_stranger_harms_no_one(sfu: SfuHarness) -> None:
                    and alice.received.video_frames >= frames[1] + 15)
     assert alice_t.connected and not alice_t.closed and not bob_t.closed
     assert alice_t.srtp_errors > 0 or alice_t.sources.rejected > 0
+
+
+async def test_dtls_from_an_address_other_than_the_peers_is_dropped(sfu: SfuHarness) -> None:
+    _, _, alice_t, _ = await call(sfu, "dtls")
+    generation = alice_t.ice.current
+    assert generation is not None and generation.remote_address() is not None
+    stray = alice_t.stray_datagrams
+    queued = alice_t.dtls.shim.queue.qsize()
+    alice_t._on_datagram(b"\x16\xfe\xfd" + bytes(40), 0.0, ("127.0.0.9", 4444))
+    assert alice_t.stray_datagrams == stray + 1
+    assert alice_t.dtls.shim.queue.qsize() == queued

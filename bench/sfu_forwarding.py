@@ -124,11 +124,11 @@ class LatencyProbe:
         received = reader._handler
         stamps = self
 
-        def handler(data: bytes, arrival: float) -> None:
+        def handler(data: bytes, arrival: float, source: Any) -> None:
             # RTP, not RTCP (RFC 5761 demultiplexing on the second byte)
             if len(data) >= 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
                 stamps._new[data[2:4] + data[8:12]] = time.perf_counter()
-            received(data, arrival)
+            received(data, arrival, source)
 
         reader._handler = handler
 

@@ -28,8 +28,6 @@ CACHE_TTL = 300.0
 MAX_NAME = 50
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
-# A hash to verify against when the email is unknown, so a failed login takes as long either way.
-_NO_USER = "$2b$04$" + "." * 53
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +84,10 @@ class AccountService:
         self.hasher = hasher
         self.clock = clock
         self.policy = policy or SessionPolicy()
+        # A real hash at the configured cost to verify against when the email is unknown (or
+        # the account has no password), so a failed login costs one full verification either
+        # way: the time does not tell whether an email is registered.
+        self._dummy_hash: str | None = None
 
     # ---- sign-up and sign-in ----
 
@@ -113,8 +115,15 @@ class AccountService:
         except InvalidArgument:
             email = ""
         user = await self.store.users.get_by_email(email) if email else None
-        hashed = user.password_hash if user is not None and user.password_hash else _NO_USER
-        valid = await self.hasher.verify(password, hashed)
+        if user is not None and user.password_hash:
+            valid = await self.hasher.verify(password, user.password_hash)
+        else:
+            valid = False
+            if self._dummy_hash is None:
+                # The first time: hashing costs what a verification does (same cost factor).
+                self._dummy_hash = await self.hasher.hash(password)
+            else:
+                await self.hasher.verify(password, self._dummy_hash)
         if user is None or not valid:
             raise Unauthenticated("invalid email or password")
         return SignedIn(await self._open_session(user, ip), user)

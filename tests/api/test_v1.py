@@ -183,6 +183,40 @@ async def test_failed_login_never_says_whether_the_email_exists(api: Api) -> Non
                                                 "message": "invalid email or password"}})
 
 
+async def test_failed_logins_cost_one_full_bcrypt_whether_or_not_the_email_exists(
+        aiohttp_client: AiohttpClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No timing difference to enumerate accounts with: an unknown email costs one bcrypt
+    operation at the configured cost, like a wrong password (timings themselves belong to
+    benchmarks, so the test counts the work)."""
+    import bcrypt
+
+    from adapters import passwords
+
+    api = await make_api(aiohttp_client, tmp_path, {"NAPALMSKY_BCRYPT_ROUNDS": "5"})
+    costs: list[int] = []
+    checkpw, hashpw = bcrypt.checkpw, bcrypt.hashpw
+
+    def counting_checkpw(password: bytes, hashed: bytes) -> bool:
+        result = checkpw(password, hashed)  # raises on a malformed hash: no work done
+        costs.append(int(hashed.split(b"$")[2]))
+        return result
+
+    def counting_hashpw(password: bytes, salt: bytes) -> bytes:
+        costs.append(int(salt.split(b"$")[2]))
+        return hashpw(password, salt)
+
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    await api.register(email)
+    monkeypatch.setattr(passwords.bcrypt, "checkpw", counting_checkpw)
+    monkeypatch.setattr(passwords.bcrypt, "hashpw", counting_hashpw)
+    for attempt in (email, "nobody-" + email, "nobody-" + email, "not an email", email):
+        costs.clear()
+        status, _ = await api.call("POST", "/auth/login",
+                                   json={"email": attempt, "password": "nope" * 3})
+        assert status == 401
+        assert costs == [5], (attempt, costs)
+
+
 async def test_upgrade_keeps_the_id_and_rotates_the_token(api: Api) -> None:
     token, user = await api.guest()
     email = f"{uuid.uuid4().hex[:8]}@example.com"

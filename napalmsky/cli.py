@@ -67,9 +67,11 @@ async def _serve(settings: Settings) -> None:
     from aiohttp import web
 
     from napalmsky.composition import SERVICES, build_app
+    from napalmsky.logs import AccessLogger
 
     app = build_app(settings)
-    runner = web.AppRunner(app, access_log=logging.getLogger("napalmsky.access"))
+    runner = web.AppRunner(app, access_log=logging.getLogger("napalmsky.access"),
+                           access_log_class=AccessLogger)
     await runner.setup()
     try:
         await app[SERVICES].store.ping()
@@ -235,6 +237,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # What this process writes (the SQLite file, blobs, the generated key) is for its owner
+    # alone: files 0600, directories 0700.
+    os.umask(0o077)
     args = parser().parse_args(argv)
     env = read_environment()
     try:

@@ -103,6 +103,17 @@ def describe_mode(settings: Settings) -> str:
     return f"{shape}: {database}, {bus}, {blobs}"
 
 
+def ensure_private_dir(path: Path) -> None:
+    """Create `path` (and parents) for this process's owner alone, and make an existing one
+    so (0700): it holds the database, the secret key and the blobs."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o700)
+    except PermissionError:
+        log.warning("%s is readable by others and not ours to change", path)
+
+
 def secret_key(settings: Settings) -> bytes:
     """The HMAC key for signed URLs: from settings, else generated once into the data dir."""
     if settings.secret_key is not None:
@@ -112,7 +123,7 @@ def secret_key(settings: Settings) -> bytes:
         return path.read_bytes().strip()
     except FileNotFoundError:
         pass
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(settings.data_dir)
     key = secrets.token_urlsafe(48).encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -221,6 +232,7 @@ def make_blob_store(settings: Settings, clock: Clock) -> BlobStore:
 
 
 async def open_services(settings: Settings, clock: Clock, blobs: BlobStore) -> Services:
+    ensure_private_dir(settings.data_dir)
     store: Store = SqlStore(create_engine(settings.database_url), clock)
     live: LiveState
     bus: Bus

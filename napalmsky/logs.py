@@ -11,6 +11,10 @@ import sys
 import time
 from typing import Any
 
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
 from core import context
 from core.settings import LogFormat
 
@@ -57,7 +61,23 @@ def configure_logging(fmt: LogFormat, level: str) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Libraries are chatty at debug; keep them at warning unless we are debugging ourselves.
-    for noisy in ("aioice", "aiortc", "botocore", "boto3", "urllib3", "s3transfer",
-                  "alembic.runtime.plugins"):
+    # Libraries are chatty at debug, and the database drivers log statements with their
+    # parameters (password hashes, emails, chat text): they stay at warning at every level.
+    for noisy in QUIET_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+QUIET_LOGGERS = ("aioice", "aiortc", "botocore", "boto3", "urllib3", "s3transfer",
+                 "alembic.runtime.plugins", "sqlalchemy", "aiosqlite", "asyncpg", "redis",
+                 "PIL", "aiohttp.access", "aiohttp.websocket", "aiohttp.client")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request: method, path without its query string (signed URLs carry their
+    signature there), status, size and duration; never a header or a body."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %s %.1fms", request.method, request.path, response.status,
+            response.body_length, time * 1000,
+        )

@@ -77,7 +77,7 @@ class LocalBlobStore:
         # A key of its own, so URLs signed here mean nothing to other users of the same secret.
         self._signing_key = hmac.new(secret, b"napalmsky blob url v1", hashlib.sha256).digest()
         self._commit_lock = threading.Lock()
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     # -- paths --------------------------------------------------------------------------------
 
@@ -214,7 +214,7 @@ class LocalBlobStore:
             directory = directory.parent
         for d in reversed(missing):
             with suppress(FileExistsError):
-                d.mkdir()
+                d.mkdir(mode=0o700)
             _fsync_dir(d.parent)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,21 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _owner_only(path: Path) -> Callable[[Any, Any], None]:
+    """A connect hook that keeps the database file and its WAL/shared-memory files 0600: they
+    hold password hashes, emails and chat."""
+
+    def restrict(_dbapi_connection: Any, _record: Any) -> None:
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            try:
+                if file.stat().st_mode & 0o077:
+                    file.chmod(0o600)
+            except OSError:
+                pass  # not created yet, or not ours: nothing to tighten
+
+    return restrict
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An AsyncEngine for `url` (normalised by async_url).
 
@@ -141,7 +157,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         path = sqlite_path(normalised)
         if path is not None:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
                 raise Unavailable(
                     f"cannot create the directory of SQLite database {path}: {exc.strerror}"
@@ -149,6 +165,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT})
         engine = create_async_engine(normalised, **kwargs)
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+        if path is not None:
+            event.listen(engine.sync_engine, "connect", _owner_only(path))
         return engine
     kwargs.setdefault("connect_args", {"timeout": POSTGRES_CONNECT_TIMEOUT})
     kwargs.setdefault("pool_pre_ping", True)

@@ -79,6 +79,7 @@ class Settings:
     rate_signup_per_hour: int
     rate_token_per_minute: int
     trusted_proxies: tuple[str, ...]
+    cors_origins: tuple[str, ...]
     call_min_seconds: int
     call_max_seconds: int
     call_default_seconds: int
@@ -226,6 +227,17 @@ def _ice_urls(raw: str) -> tuple[str, ...]:
     return urls
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    found: list[str] = []
+    for part in (p.strip().rstrip("/") for p in raw.split(",")):
+        if not part:
+            continue
+        if not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", part):
+            raise ValueError(f"{part!r} is not an origin (scheme://host[:port])")
+        found.append(part.lower())
+    return tuple(found)
+
+
 def _networks(raw: str) -> tuple[str, ...]:
     found: list[str] = []
     for part in (p.strip() for p in raw.split(",")):
@@ -347,6 +359,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trusted_proxies", "NAPALMSKY_TRUSTED_PROXIES", _networks, "",
             "Comma list of proxy addresses/CIDRs whose X-Forwarded-For is believed. Default: "
             "none: the client IP is the TCP peer."),
+    Setting("cors_origins", "NAPALMSKY_CORS_ORIGINS", _origins, "",
+            "Comma list of other origins (`https://app.example.com`) whose pages may call the "
+            "REST API from a browser (CORS). Default: none: only pages this node serves."),
     Setting("call_min_seconds", "NAPALMSKY_CALL_MIN_SECONDS", _positive_int, "30",
             "Shortest call an invite may ask for, in seconds."),
     Setting("call_max_seconds", "NAPALMSKY_CALL_MAX_SECONDS", _positive_int, "1800",
@@ -404,7 +419,7 @@ def load_settings(env: Mapping[str, str], *, hostname: str = "localhost") -> Set
         values["rtc_bind"] = ()
     if values["rtc_announce"] is None:
         values["rtc_announce"] = ()
-    for key in ("sfu_ice_servers", "trusted_proxies", "ice_servers"):
+    for key in ("sfu_ice_servers", "trusted_proxies", "ice_servers", "cors_origins"):
         if values[key] is None:
             values[key] = ()
     if values["rtc_announce"] and len(values["rtc_announce"]) != len(values["rtc_bind"]):

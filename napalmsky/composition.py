@@ -32,6 +32,7 @@ from api.health import Probe, health_routes
 from api.metrics import HttpMetrics, metrics_middleware, metrics_routes, new_registry
 from api.middleware import error_middleware, request_id_middleware
 from api.ratelimit import RateLimiter
+from api.security import cors_preflight, security_headers
 from api.v1 import ApiContext, Limits, api_endpoints, openapi_endpoint
 from core import context
 from core.accounts import AccountService, SessionPolicy
@@ -251,8 +252,13 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
     registry = new_registry()
     metrics = HttpMetrics(registry)
     app = web.Application(
-        middlewares=[request_id_middleware, metrics_middleware(metrics), error_middleware]
+        middlewares=[request_id_middleware, metrics_middleware(metrics), error_middleware,
+                     cors_preflight(settings.cors_origins)]
     )
+    app.on_response_prepare.append(security_headers(
+        public_url=settings.public_url, cors_origins=settings.cors_origins,
+        image_url=settings.s3_endpoint_url if settings.s3_bucket else None,
+    ))
     app[SETTINGS] = settings
     app[REGISTRY] = registry
 

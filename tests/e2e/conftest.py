@@ -111,6 +111,10 @@ class Pages:
     async def new(self, name: str, width: int = 390, height: int = 844) -> Any:
         context = await self.browser.new_context(viewport={"width": width, "height": height})
         page = await context.new_page()
+        # Content-Security-Policy violations, as the page reports them (checked by tests).
+        await page.add_init_script(
+            "window.__csp = []; document.addEventListener('securitypolicyviolation', "
+            "(e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")
         console: list[str] = []
         page.on("console", lambda msg: console.append(f"[{msg.type}] {msg.text}"))
         page.on("pageerror", lambda exc: console.append(f"[pageerror] {exc}"))

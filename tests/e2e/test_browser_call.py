@@ -95,6 +95,12 @@ async def test_two_browsers_call_each_other(live_server: str, pages: Pages) -> N
         item = page.locator("#history li.history-item", has_text=partner)
         await item.wait_for(timeout=10_000)
         assert "hello from Ada" in await item.inner_text()
+    # the whole call ran under the service's Content-Security-Policy without a violation
+    for page in (ada, bo):
+        assert await page.evaluate("window.__csp") == []
+        policy = await page.evaluate(
+            "fetch('/').then((r) => r.headers.get('content-security-policy'))")
+        assert policy and "script-src 'self'" in policy
 
 
 async def test_a_reload_mid_call_resumes_it(live_server: str, pages: Pages) -> None:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from api.middleware import STATUS_BY_CODE
 from api.schemas import ErrorResponse
 from core.errors import ErrorCode, InvalidArgument, UnsupportedMediaType
+from core.text import check_text
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Auth = Literal["none", "user", "admin"]
@@ -52,6 +53,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         data = json.loads(raw)
     except ValueError:
         raise InvalidArgument("request body is not valid JSON") from None
+    check_text(data, "body")
     try:
         return model.model_validate(data)
     except ValidationError as exc:

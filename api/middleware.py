@@ -15,6 +15,7 @@ from aiohttp.typedefs import Handler
 
 from core import context
 from core.errors import ErrorCode, NapalmError, RateLimited
+from core.text import check_text
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,10 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        check_text(request.path, "path")
+        for key, value in request.query.items():
+            check_text(key, "query")
+            check_text(value, f"query.{key}")
         return await handler(request)
     except RateLimited as exc:
         retry = str(max(1, int(exc.retry_after + 0.999)))

@@ -23,6 +23,7 @@ from core.clock import Clock
 from core.errors import ErrorCode, InvalidArgument, NapalmError, RateLimited, Unauthenticated
 from core.ids import UserId, new_id
 from core.live import Bus, Subscription, user_channel
+from core.text import check_text
 from signaling.calls import CallService
 from signaling.presence import PRESENCE_CHANNEL, Presence
 from signaling.protocol import (
@@ -218,6 +219,7 @@ class Gateway:
             try:
                 frame = Frame.parse(msg.data)
                 frame_id = frame.id
+                check_text(frame.data, "data")  # a NUL or lone surrogate cannot be stored
                 if not conn.bucket.take():
                     conn.floods += 1
                     if conn.floods >= 100:

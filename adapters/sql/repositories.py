@@ -10,6 +10,7 @@ failures Unavailable. Messages never contain SQL, parameters or credentials.
 from __future__ import annotations
 
 import builtins
+import logging
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -72,6 +73,8 @@ _E = TypeVar("_E", bound=StrEnum)
 _PG_UNIQUE, _PG_FOREIGN_KEY = "23505", "23503"
 _SQLITE_UNIQUE = {1555, 2067}  # SQLITE_CONSTRAINT_PRIMARYKEY, SQLITE_CONSTRAINT_UNIQUE
 _SQLITE_FOREIGN_KEY = 787  # SQLITE_CONSTRAINT_FOREIGNKEY
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,6 +351,11 @@ class _Db:
         except Exception as error:
             if is_connection_error(error):
                 raise self.unavailable(error) from error
+            if isinstance(error, sa_exc.DBAPIError):
+                # No database error reaches a client as `internal`: logged (without SQL or
+                # parameters), answered as the store being unable to serve.
+                log.error("store error: %s", type(error.orig).__name__)
+                raise Unavailable("the store could not process the request") from error
             raise
 
     def insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:

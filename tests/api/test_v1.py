@@ -514,3 +514,35 @@ async def test_per_token_budget(aiohttp_client: AiohttpClient, tmp_path: Path) -
     assert (await api.call("GET", "/me", other))[0] == 200
     api.clock.advance(61)
     assert (await api.call("GET", "/me", token))[0] == 200
+
+
+# ---- text the database cannot store (issue 10, item 2) ----
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/auth/login", {"email": "a\u0000@example.com", "password": "x" * 12},
+         "body.email"),
+        ("POST", "/auth/register", {"email": "b@example.com", "password": PASSWORD,
+                                    "name": "Bo\u0000", "gender": "male"}, "body.name"),
+        ("POST", "/auth/guest", {"name": "Ada\ud800", "gender": "female"}, "body.name"),
+        ("PATCH", "/me", {"socials": {"instagram": "ada\u0000"}}, "body.socials.instagram"),
+        ("PATCH", "/me", {"socials": {"insta\u0000gram": "ada"}}, "body.socials"),
+    ],
+)
+async def test_unstorable_text_is_a_400_naming_the_field(
+        api: Api, method: str, path: str, body: dict[str, Any], field: str) -> None:
+    token, _ = await api.guest()
+    status, answer = await api.call(method, path, token, json=body)
+    assert status == 400, answer
+    assert answer["error"]["code"] == "invalid_argument"
+    assert answer["error"]["message"].startswith(f"{field}: ")
+
+
+async def test_unstorable_text_in_paths_and_queries(api: Api) -> None:
+    token, _ = await api.guest()
+    for path in ("/users/abc%00def", "/me/calls?cursor=%00", "/deck?limit=%00"):
+        status, answer = await api.call("GET", path, token)
+        assert status == 400, (path, answer)
+        assert answer["error"]["code"] == "invalid_argument"

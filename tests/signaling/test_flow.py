@@ -60,6 +60,11 @@ async def test_the_whole_call(node: Node) -> None:
     assert [p["id"] for p in deck["people"]] == []
     await a.request("room:message", roomId=room_id, text="hi Bo")
     assert (await b.next("room:message"))["text"] == "hi Bo"
+    for text in ("nul \u0000 here", "lone \ud800 surrogate"):  # what no database stores
+        with pytest.raises(Rejected) as unstorable:
+            await a.request("room:message", roomId=room_id, text=text)
+        assert unstorable.value.code == "invalid_argument"
+        assert unstorable.value.message.startswith("data.text: ")
     await b.request("room:message", roomId=room_id, text="hello")
 
     node.clock.advance(20)

@@ -17,7 +17,13 @@ from datetime import timedelta
 import pyotp
 
 from core.clock import Clock, utcnow
-from core.errors import AlreadyExists, InvalidArgument, PermissionDenied, Unauthenticated
+from core.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
+)
 from core.ids import UserId
 from core.live import LiveState
 from core.passwords import PasswordHasher, check_password
@@ -25,6 +31,10 @@ from core.store import AccountType, Gender, NewUser, Store, User, hash_session_t
 
 TOKEN_BYTES = 32
 CACHE_TTL = 300.0
+TOTP_SESSION_ATTEMPTS = 5  # second-factor attempts per session in TOTP_WINDOW
+TOTP_ACCOUNT_ATTEMPTS = 10  # and per account, whatever the sessions
+TOTP_WINDOW = 900.0  # seconds
+TOTP_REUSE_TTL = 120.0  # seconds a used code stays used (covers the +-30 s window accepted)
 MAX_NAME = 50
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
@@ -234,10 +244,25 @@ class AccountService:
         user = await self._user(ctx)
         if not user.is_admin or not user.totp_secret:
             raise PermissionDenied("not an admin")
+        # Guessing a 6-digit code is bounded: a few attempts per session and per account in
+        # a window, counted before the check (RFC 6238 section 5.2).
+        for key, limit, window in (
+            (f"totp-attempts:session:{ctx.token_hash}", TOTP_SESSION_ATTEMPTS, TOTP_WINDOW),
+            (f"totp-attempts:user:{user.user_id}", TOTP_ACCOUNT_ATTEMPTS, TOTP_WINDOW),
+        ):
+            count, retry_after = await self.live.incr(key, window)
+            if count > limit:
+                raise RateLimited("too many second-factor attempts; try again later",
+                                  retry_after=retry_after)
         if not re.fullmatch(r"\d{6}", code) or not pyotp.TOTP(user.totp_secret).verify(
             code, for_time=int(self.clock.time()), valid_window=1
         ):
             raise Unauthenticated("invalid second-factor code")
+        # Each code proves presence once, on one session (RFC 6238 section 5.2): a code seen
+        # by someone else is no use to them.
+        if not await self.live.claim(f"totp-used:{user.user_id}:{code}", ctx.token_hash,
+                                     ttl=TOTP_REUSE_TTL):
+            raise Unauthenticated("this second-factor code was already used")
         await self.revoke(ctx.token_hash)
         return SignedIn(await self._open_session(user, ip, mfa=True), user)
 

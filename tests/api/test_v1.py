@@ -453,6 +453,52 @@ async def test_admin_routes_need_an_admin_with_a_second_factor(api: Api) -> None
     assert status == 401
 
 
+async def test_second_factor_guesses_are_limited_and_codes_used_once(api: Api) -> None:
+    """200 wrong codes on one session used to be answered 401 one by one, and one code
+    opened two sessions (issue 10, item 3)."""
+    from core.accounts import TOTP_ACCOUNT_ATTEMPTS, TOTP_SESSION_ATTEMPTS, TOTP_WINDOW
+
+    accounts = api.client.app[API].accounts
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+    admin, _ = await accounts.create_admin(email, "Root", PASSWORD)
+    assert admin.totp_secret is not None
+    totp = pyotp.TOTP(admin.totp_secret)
+
+    async def login() -> str:
+        status, body = await api.call("POST", "/auth/login",
+                                      json={"email": email, "password": PASSWORD})
+        assert status == 200, body
+        return str(body["token"])
+
+    wrong = f"{(int(totp.at(int(api.clock.time()))) + 500_000) % 1_000_000:06d}"
+    first = await login()
+    for _ in range(TOTP_SESSION_ATTEMPTS):
+        status, body = await api.call("POST", "/auth/totp", first, json={"code": wrong})
+        assert (status, error(body)) == (401, "unauthenticated")
+    resp = await api.client.post(f"{PREFIX}/auth/totp", json={"code": wrong},
+                                 headers={"Authorization": f"Bearer {first}"})
+    assert resp.status == 429 and (await resp.json())["error"]["code"] == "rate_limited"
+    assert int(resp.headers["Retry-After"]) > 0
+    # the right code is refused too once the session is locked: no guessing past the limit
+    right = totp.at(int(api.clock.time()))
+    assert (await api.call("POST", "/auth/totp", first, json={"code": right}))[0] == 429
+    # the account's own limit holds across new sessions
+    others = [await login() for _ in range(2)]
+    for n in range(TOTP_ACCOUNT_ATTEMPTS - TOTP_SESSION_ATTEMPTS):  # up to the account's limit
+        status, _ = await api.call("POST", "/auth/totp", others[n % 2], json={"code": wrong})
+        assert status == 401
+    assert (await api.call("POST", "/auth/totp", await login(), json={"code": right}))[0] == 429
+
+    api.clock.advance(TOTP_WINDOW + 1)
+    right = totp.at(int(api.clock.time()))
+    a, b = await login(), await login()
+    status, body = await api.call("POST", "/auth/totp", a, json={"code": right})
+    assert status == 200
+    status, body = await api.call("POST", "/auth/totp", b, json={"code": right})  # replayed
+    assert (status, error(body)) == (401, "unauthenticated")
+    assert "already used" in body["error"]["message"]
+
+
 # ---- rate limits ----
 
 

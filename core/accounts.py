@@ -9,8 +9,10 @@ and when an admin proves the second factor (a privilege change).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -20,17 +22,21 @@ from core.clock import Clock, utcnow
 from core.errors import (
     AlreadyExists,
     InvalidArgument,
+    NapalmError,
     PermissionDenied,
     RateLimited,
     Unauthenticated,
 )
 from core.ids import UserId
-from core.live import LiveState
+from core.live import Bus, LiveState
 from core.passwords import PasswordHasher, check_password
 from core.store import AccountType, Gender, NewUser, Store, User, hash_session_token
 
+log = logging.getLogger(__name__)
+
 TOKEN_BYTES = 32
 CACHE_TTL = 300.0
+SESSIONS_CHANNEL = "sessions"  # bus channel: {"tokens": [token hashes], "user": id or null}
 TOTP_SESSION_ATTEMPTS = 5  # second-factor attempts per session in TOTP_WINDOW
 TOTP_ACCOUNT_ATTEMPTS = 10  # and per account, whatever the sessions
 TOTP_WINDOW = 900.0  # seconds
@@ -88,9 +94,10 @@ def _cache_key(token_hash: str) -> str:
 
 class AccountService:
     def __init__(self, store: Store, live: LiveState, hasher: PasswordHasher, clock: Clock,
-                 policy: SessionPolicy | None = None) -> None:
+                 policy: SessionPolicy | None = None, bus: Bus | None = None) -> None:
         self.store = store
         self.live = live
+        self.bus = bus  # where ended sessions are announced (every node closes their sockets)
         self.hasher = hasher
         self.clock = clock
         self.policy = policy or SessionPolicy()
@@ -162,11 +169,27 @@ class AccountService:
         sessions = await self.store.sessions.list_for_user(ctx.user_id)
         for session in sessions:
             await self.live.delete(_cache_key(session.token_hash))
-        return await self.store.sessions.delete_for_user(ctx.user_id)
+        count = await self.store.sessions.delete_for_user(ctx.user_id)
+        await self.announce_ended(user_id=ctx.user_id)
+        return count
 
     async def revoke(self, token_hash: str) -> None:
+        """End one session: its cache entry (shared by every node), its row, its sockets."""
         await self.live.delete(_cache_key(token_hash))
         await self.store.sessions.delete(token_hash)
+        await self.announce_ended(token_hashes=[token_hash])
+
+    async def announce_ended(self, *, token_hashes: Sequence[str] = (),
+                             user_id: UserId | None = None) -> None:
+        """Tell every node that these sessions (or all of `user_id`'s) ended, so that the
+        sockets they opened close at once (SESSIONS_CHANNEL)."""
+        if self.bus is None:
+            return
+        message = json.dumps({"tokens": list(token_hashes), "user": user_id})
+        try:
+            await self.bus.publish(SESSIONS_CHANNEL, message)
+        except NapalmError as exc:  # the bus is down: heartbeats re-check the session anyway
+            log.warning("could not announce ended sessions: %s", exc.message)
 
     # ---- token checks ----
 

@@ -165,16 +165,18 @@ def make_sfu(settings: Settings, clock: Clock) -> SfuServer:
 
 
 def make_accounts(settings: Settings, store: Store, live: LiveState,
-                  clock: Clock) -> AccountService:
+                  clock: Clock, bus: Bus | None = None) -> AccountService:
     policy = SessionPolicy(guest_ttl=timedelta(days=settings.guest_session_days),
                            permanent_ttl=timedelta(days=settings.session_days))
-    return AccountService(store, live, BcryptHasher(settings.bcrypt_rounds), clock, policy)
+    return AccountService(store, live, BcryptHasher(settings.bcrypt_rounds), clock, policy,
+                          bus=bus)
 
 
 def make_api_context(services: Services) -> ApiContext:
     settings = services.settings
     return ApiContext(
-        accounts=make_accounts(settings, services.store, services.live, services.clock),
+        accounts=make_accounts(settings, services.store, services.live, services.clock,
+                               services.bus),
         store=services.store,
         blobs=services.blobs,
         limiter=RateLimiter(services.live),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from core import context
-from core.accounts import AccountService, AuthContext
+from core.accounts import SESSIONS_CHANNEL, AccountService, AuthContext
 from core.clock import Clock
 from core.errors import ErrorCode, InvalidArgument, NapalmError, RateLimited, Unauthenticated
 from core.ids import UserId, new_id
@@ -107,6 +108,7 @@ class Gateway:
         self.connections: dict[str, Connection] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
         self._presence_sub: Subscription | None = None
+        self._sessions_sub: Subscription | None = None
         self._handlers: dict[str, Handler] = {
             "presence:heartbeat": self._heartbeat,
             "presence:set": self._set_presence,
@@ -120,11 +122,13 @@ class Gateway:
 
     async def start(self) -> None:
         self._presence_sub = await self.bus.subscribe(PRESENCE_CHANNEL, self._on_presence)
+        self._sessions_sub = await self.bus.subscribe(SESSIONS_CHANNEL, self._on_sessions_ended)
 
     async def close(self) -> None:
-        if self._presence_sub is not None:
-            await self._presence_sub.close()
-            self._presence_sub = None
+        for sub in (self._presence_sub, self._sessions_sub):
+            if sub is not None:
+                await sub.close()
+        self._presence_sub = self._sessions_sub = None
         for conn in list(self.connections.values()):
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await conn.ws.close(code=1001, message=b"server shutting down")
@@ -134,6 +138,31 @@ class Gateway:
         frame = '{"type":"presence:update","data":' + message + "}"
         for conn in list(self.connections.values()):
             await conn.send(frame)
+
+    async def _on_sessions_ended(self, message: str) -> None:
+        """Sessions ended somewhere (logout, logout everywhere, a rotated token): their
+        sockets on this node close now, with 4401."""
+        try:
+            ended = json.loads(message)
+            tokens = set(ended.get("tokens") or [])
+            user = ended.get("user")
+        except (ValueError, AttributeError):
+            return
+        for conn in list(self.connections.values()):
+            if conn.auth.token_hash in tokens or (user is not None and conn.user_id == user):
+                await self.end_session(conn)
+
+    async def end_session(self, conn: Connection, reason: str = "session ended") -> None:
+        await conn.send(error(None, ErrorCode.UNAUTHENTICATED, reason))
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await conn.ws.close(code=CLOSE_UNAUTHENTICATED, message=reason.encode())
+
+    def _expire_at_session_end(self, conn: Connection) -> None:
+        async def expired() -> None:
+            if conn.conn_id in self.connections:
+                await self.end_session(conn, "session expired")
+
+        self.calls.timers.call_at(conn.auth.expires_at, f"session-end:{conn.conn_id}", expired)
 
     # ---- the socket ----
 
@@ -147,6 +176,7 @@ class Gateway:
         context.user_id.set(conn.user_id)
         subscription = await self.bus.subscribe(user_channel(UserId(conn.user_id)), conn.send)
         self.connections[conn.conn_id] = conn
+        self._expire_at_session_end(conn)
         try:
             await self.presence.connect(conn.user_id, conn.conn_id)
             self.calls.timers.cancel(f"grace:{conn.user_id}")
@@ -156,6 +186,7 @@ class Gateway:
             # aiohttp may cancel this handler when the peer goes away; the clean-up runs as a
             # task of the gateway's own, so a cancellation here cannot skip it.
             self.connections.pop(conn.conn_id, None)
+            self.calls.timers.cancel(f"session-end:{conn.conn_id}")
             cleanup = asyncio.ensure_future(self._cleanup(conn, subscription))
             self._cleanups.add(cleanup)
             cleanup.add_done_callback(self._cleanups.discard)
@@ -243,8 +274,7 @@ class Gateway:
         try:
             conn.auth = await self.accounts.authenticate_context(conn.auth)
         except Unauthenticated:
-            await conn.send(error(None, ErrorCode.UNAUTHENTICATED, "session ended"))
-            await conn.ws.close(code=CLOSE_UNAUTHENTICATED, message=b"session ended")
+            await self.end_session(conn)
             raise
         await self.presence.heartbeat(conn.user_id, conn.conn_id)
         return {}

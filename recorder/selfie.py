@@ -10,8 +10,15 @@ profile, comment or PNG text chunk reaches storage.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
 import math
+import os
 import struct
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -22,9 +29,16 @@ from core.errors import InvalidArgument, PayloadTooLarge, UnsupportedMediaType
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_SIDE = 1080
 TARGET_BYTES = 500_000
-# Below Pillow's own bomb threshold (about 89.5 million), so our check decides first, and above
-# the 50 MP sensors of current phones (8160 x 6120 = 49.9 million).
+# JPEG: below Pillow's own bomb threshold (about 89.5 million), so our check decides first, and
+# above the 50 MP sensors of current phones (8160 x 6120 = 49.9 million); libjpeg decodes those
+# at 1/4 scale (draft), so their pixels never sit in memory at full size.
 MAX_PIXELS = 50_000_000
+# PNG and WebP decode at full size (4 bytes a pixel): 12 MP, a 4000 x 3000 picture, is more than
+# a selfie shown at 1080 pixels needs and keeps one decode under 50 MB.
+MAX_PIXELS_FULL_DECODE = 12_000_000
+# Selfies decode in a pool of their own this wide: concurrent uploads queue instead of
+# multiplying memory, and few threads mean few malloc arenas holding memory afterwards.
+DECODE_WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 CONTENT_TYPE = "image/jpeg"
 WHITE = (255, 255, 255)
@@ -77,7 +91,8 @@ def process_selfie(data: bytes) -> ProcessedImage:
         if image.format not in _ACCEPTED_FORMATS:
             raise UnsupportedMediaType(UNSUPPORTED)
         width, height = image.size
-        if width <= 0 or height <= 0 or width * height > MAX_PIXELS:
+        limit = MAX_PIXELS if image.format in ("JPEG", "MPO") else MAX_PIXELS_FULL_DECODE
+        if width <= 0 or height <= 0 or width * height > limit:
             raise InvalidArgument(DIMENSIONS_TOO_LARGE)
         # JPEG only (a no-op elsewhere): let libjpeg decode at 1/2, 1/4 or 1/8 scale while
         # both sides stay at least MAX_SIDE, which saves most of the memory and time.
@@ -94,9 +109,49 @@ def process_selfie(data: bytes) -> ProcessedImage:
     return _encode_within_budget(clean)
 
 
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _decoder_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=DECODE_WORKERS,
+                                       thread_name_prefix="selfie-decoder")
+        return _pool
+
+
+def _process_and_release(data: bytes) -> ProcessedImage:
+    try:
+        return process_selfie(data)
+    finally:
+        _release_memory()
+
+
+def _release_memory() -> None:
+    """Give freed heap memory back to the system (glibc keeps it otherwise): a burst of large
+    decodes then leaves the process near where it started."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim: Callable[[int], int] = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None  # not glibc: nothing to do
+    return trim
+
+
 async def process_selfie_async(data: bytes) -> ProcessedImage:
-    """`process_selfie` in a worker thread, so the event loop keeps running."""
-    return await asyncio.to_thread(process_selfie, data)
+    """`process_selfie` in the bounded decoder pool, so the event loop keeps running and
+    concurrent uploads queue (at most DECODE_WORKERS decodes at once)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_decoder_pool(), _process_and_release, data)
 
 
 def _normalise_mode(image: Image.Image) -> Image.Image:

@@ -445,3 +445,72 @@ def test_a_processed_image_is_immutable() -> None:
     result = process_selfie(encode(split_red_blue(), "PNG"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.width = 1  # type: ignore[misc]
+
+
+# --- decompression amplification (issue 10, item 5) -------------------------------------------
+
+
+def current_rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def test_a_png_larger_than_a_selfie_needs_is_refused_from_its_header() -> None:
+    for size in ((7_000, 7_000), (4_001, 3_000)):  # 49 MP, and just past 12 MP
+        assert_rejected(crafted_png(*size), ErrorCode.INVALID_ARGUMENT,
+                        "image dimensions are too large")
+    assert selfie.MAX_PIXELS_FULL_DECODE <= 12_000_000
+
+
+def test_a_large_phone_jpeg_is_still_accepted() -> None:
+    photo = Image.new("RGB", (8_000, 6_000), (200, 120, 90))  # a 48 MP camera's picture
+    data = encode(photo, "JPEG")
+    del photo
+    result = process_selfie(data)
+    assert max(result.width, result.height) == selfie.MAX_SIDE
+
+
+async def test_concurrent_uploads_queue_in_a_bounded_pool(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    import asyncio
+    import threading
+
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def slow(data: bytes) -> selfie.ProcessedImage:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        release.wait(5)  # hold the decoder until the test lets every job through
+        with lock:
+            running -= 1
+        return selfie.ProcessedImage(b"", "image/jpeg", 1, 1)
+
+    monkeypatch.setattr(selfie, "process_selfie", slow)
+    jobs = [asyncio.ensure_future(process_selfie_async(b"x")) for _ in range(8)]
+    for _ in range(500):  # until the pool is full
+        if running == selfie.DECODE_WORKERS:
+            break
+        await asyncio.sleep(0.01)
+    assert running == selfie.DECODE_WORKERS  # the other six wait their turn
+    release.set()
+    await asyncio.gather(*jobs)
+    assert peak == selfie.DECODE_WORKERS
+
+
+async def test_memory_returns_near_its_baseline_after_a_burst() -> None:
+    import asyncio
+
+    big = encode(Image.new("RGB", (4_000, 3_000), (40, 160, 90)), "PNG")  # 12 MP, allowed
+    await process_selfie_async(big)  # warm-up: the pool's threads and Pillow's plugins
+    baseline = current_rss_bytes()
+    results = await asyncio.gather(*(process_selfie_async(big) for _ in range(8)))
+    assert all(r.width == selfie.MAX_SIDE for r in results)
+    growth = current_rss_bytes() - baseline
+    # Eight 12 MP decodes take about 48 MB each; without giving freed memory back (glibc
+    # keeps it), about 86 MB stayed; with it, a few MB.
+    assert growth < 32 * 1024 * 1024, f"{growth / 2**20:.0f} MB kept after the burst"

@@ -80,6 +80,9 @@ class Settings:
     rate_token_per_minute: int
     trusted_proxies: tuple[str, ...]
     cors_origins: tuple[str, ...]
+    ws_per_user: int
+    ws_per_ip: int
+    ws_unauthenticated: int
     call_min_seconds: int
     call_max_seconds: int
     call_default_seconds: int
@@ -359,6 +362,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trusted_proxies", "NAPALMSKY_TRUSTED_PROXIES", _networks, "",
             "Comma list of proxy addresses/CIDRs whose X-Forwarded-For is believed. Default: "
             "none: the client IP is the TCP peer."),
+    Setting("ws_per_user", "NAPALMSKY_WS_PER_USER", _positive_int, "10",
+            "Signaling sockets one user may hold open on a node (more are closed with 4430)."),
+    Setting("ws_per_ip", "NAPALMSKY_WS_PER_IP", _positive_int, "100",
+            "Signaling sockets one client IP may hold open on a node, signed in or not (more "
+            "are closed with 4430)."),
+    Setting("ws_unauthenticated", "NAPALMSKY_WS_UNAUTHENTICATED", _positive_int, "200",
+            "Signaling sockets a node holds that have not authenticated yet (more are closed "
+            "with 4430)."),
     Setting("cors_origins", "NAPALMSKY_CORS_ORIGINS", _origins, "",
             "Comma list of other origins (`https://app.example.com`) whose pages may call the "
             "REST API from a browser (CORS). Default: none: only pages this node serves."),

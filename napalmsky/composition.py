@@ -26,7 +26,7 @@ from adapters.live import MemoryBus, MemoryLiveState, RedisBus, RedisLiveState
 from adapters.passwords import BcryptHasher
 from adapters.sql import SqlStore, create_engine
 from api.blobs import blob_routes
-from api.clientip import parse_networks
+from api.clientip import client_ip, parse_networks
 from api.endpoints import routes as endpoint_routes
 from api.health import Probe, health_routes
 from api.metrics import HttpMetrics, metrics_middleware, metrics_routes, new_registry
@@ -47,7 +47,7 @@ from sfu.server import SfuConfig, SfuServer
 from sfu.stats import SfuCollector
 from sfu.ws import sfu_routes
 from signaling.calls import CallRules, CallService
-from signaling.gateway import Gateway
+from signaling.gateway import Gateway, SocketLimits
 from signaling.http import SignalingContext, signaling_endpoints
 from signaling.placement import LocalPlacement
 from signaling.presence import Presence
@@ -204,8 +204,15 @@ async def open_signaling(app: web.Application, services: Services) -> SignalingC
                         clock=services.clock, rules=rules, node_secret=node_secret(settings),
                         ice_servers=settings.ice_servers, node_id=settings.node_id)
     await calls.start()
-    gateway = Gateway(accounts=app[API].accounts, presence=presence, calls=calls,
-                      bus=services.bus, clock=services.clock)
+    trusted = parse_networks(settings.trusted_proxies)
+    gateway = Gateway(
+        accounts=app[API].accounts, presence=presence, calls=calls, bus=services.bus,
+        clock=services.clock,
+        limits=SocketLimits(per_user=settings.ws_per_user, per_ip=settings.ws_per_ip,
+                            unauthenticated=settings.ws_unauthenticated),
+        client_ip=lambda request: client_ip(
+            request.remote, request.headers.getall("X-Forwarded-For", []), trusted),
+    )
     await gateway.start()
     finished = await calls.sweep()
     if finished:

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -30,6 +31,7 @@ from signaling.presence import PRESENCE_CHANNEL, Presence
 from signaling.protocol import (
     CLOSE_AUTH_TIMEOUT,
     CLOSE_FLOOD,
+    CLOSE_TOO_MANY_SOCKETS,
     CLOSE_UNAUTHENTICATED,
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
@@ -43,6 +45,7 @@ from signaling.protocol import (
 log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT = 5.0
+FLOODS_BEFORE_CLOSE = 100  # frames over the rate limit before the socket is closed
 
 
 class TokenBucket:
@@ -99,12 +102,27 @@ class Connection:
 Handler = Callable[[Connection, dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+@dataclass(frozen=True, slots=True)
+class SocketLimits:
+    """How many signaling sockets a node holds: per user, per client IP, before auth."""
+
+    per_user: int = 10
+    per_ip: int = 100
+    unauthenticated: int = 200
+
+
 class Gateway:
     def __init__(self, *, accounts: AccountService, presence: Presence, calls: CallService,
-                 bus: Bus, clock: Clock, auth_timeout: float = AUTH_TIMEOUT) -> None:
+                 bus: Bus, clock: Clock, auth_timeout: float = AUTH_TIMEOUT,
+                 limits: SocketLimits | None = None,
+                 client_ip: Callable[[web.Request], str] | None = None) -> None:
         self.accounts, self.presence, self.calls = accounts, presence, calls
         self.bus, self.clock = bus, clock
         self.auth_timeout = auth_timeout
+        self.limits = limits or SocketLimits()
+        self._client_ip = client_ip or (lambda request: request.remote or "unknown")
+        self._per_ip: dict[str, int] = {}
+        self._unauthenticated = 0
         self.connections: dict[str, Connection] = {}
         self._cleanups: set[asyncio.Task[None]] = set()
         self._presence_sub: Subscription | None = None
@@ -169,8 +187,41 @@ class Gateway:
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, heartbeat=30)
         await ws.prepare(request)
-        auth = await self._authenticate(ws)
+        ip = self._client_ip(request)
+        if self._unauthenticated >= self.limits.unauthenticated:
+            await self._refuse(ws, "too many connections waiting to authenticate")
+            return ws
+        if self._per_ip.get(ip, 0) >= self.limits.per_ip:
+            await self._refuse(ws, "too many connections from this address")
+            return ws
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        try:
+            return await self._handle(ws, ip)
+        finally:
+            left = self._per_ip.get(ip, 1) - 1
+            if left > 0:
+                self._per_ip[ip] = left
+            else:
+                self._per_ip.pop(ip, None)
+
+    async def _refuse(self, ws: web.WebSocketResponse, reason: str) -> None:
+        """Close a socket over a limit: an error frame (rate_limited), then 4430."""
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await ws.send_str(error(None, ErrorCode.RATE_LIMITED, reason))
+            await ws.close(code=CLOSE_TOO_MANY_SOCKETS, message=reason.encode())
+
+    async def _handle(self, ws: web.WebSocketResponse, ip: str) -> web.WebSocketResponse:
+        self._unauthenticated += 1
+        try:
+            auth = await self._authenticate(ws)
+        finally:
+            self._unauthenticated -= 1
         if auth is None:
+            return ws
+        user_id = str(auth.user_id)
+        if sum(1 for c in self.connections.values() if c.user_id == user_id) \
+                >= self.limits.per_user:
+            await self._refuse(ws, "too many connections for this user")
             return ws
         conn = Connection(self, ws, auth)
         context.user_id.set(conn.user_id)
@@ -243,20 +294,22 @@ class Gateway:
 
     async def _serve(self, conn: Connection) -> None:
         async for msg in conn.ws:
-            if msg.type != WSMsgType.TEXT:
-                await conn.send(error(None, ErrorCode.INVALID_ARGUMENT, "frames must be text"))
-                continue
+            # Every frame counts against the flood limit, the ones that fail to parse too.
+            over = not conn.bucket.take()
+            if over:
+                conn.floods += 1
+                if conn.floods >= FLOODS_BEFORE_CLOSE:
+                    await conn.ws.close(code=CLOSE_FLOOD, message=b"too many frames")
+                    return
             frame_id = None
             try:
+                if msg.type != WSMsgType.TEXT:
+                    raise InvalidArgument("frames must be text")
                 frame = Frame.parse(msg.data)
                 frame_id = frame.id
-                check_text(frame.data, "data")  # a NUL or lone surrogate cannot be stored
-                if not conn.bucket.take():
-                    conn.floods += 1
-                    if conn.floods >= 100:
-                        await conn.ws.close(code=CLOSE_FLOOD, message=b"too many frames")
-                        return
+                if over:
                     raise RateLimited("too many frames; slow down", retry_after=1.0)
+                check_text(frame.data, "data")  # a NUL or lone surrogate cannot be stored
                 handler = self._handlers.get(frame.type)
                 if handler is None:
                     raise InvalidArgument(f"unknown message type {frame.type!r}")

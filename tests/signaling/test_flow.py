@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+from pytest_aiohttp import AiohttpClient
 
 from core.clock import SystemClock
 from core.ids import UserId
 from core.store import BanStatus, CallEndReason
 from napalmsky.composition import SETTINGS, SFU, node_secret
 from sfu.token import verify_join_token
-from tests.signaling.conftest import Client, Node, Rejected
+from tests.signaling.conftest import Client, Node, Rejected, make_node
 
 
 async def start_call(node: Node, a: Client, b: Client, seconds: int = 60) -> str:
@@ -361,3 +364,55 @@ async def test_the_deck_pages_through_everyone_available(node: Node) -> None:
     for bad in ("limit=0", "limit=51", "limit=x"):
         status, body = await node.get(f"/api/v1/deck?{bad}", me.token)
         assert (status, body["error"]["code"]) == (400, "invalid_argument")
+
+
+async def test_bad_frames_count_against_the_flood_limit(node: Node) -> None:
+    """3,000 frames that fail to parse used to be answered one by one, never closed."""
+    a = await node.user("Ada")
+    for n in range(3000):
+        if a.ws.closed:
+            break
+        if n % 2:
+            await a.ws.send_bytes(b"\x00binary")
+        else:
+            await a.ws.send_str("{not json")
+    await asyncio.wait_for(a.reader, 10)  # type: ignore[arg-type]
+    assert a.ws.close_code == 4429
+
+
+async def test_socket_caps_per_user_per_ip_and_before_auth(
+        aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    node = await make_node(aiohttp_client, tmp_path, {
+        "NAPALMSKY_WS_PER_USER": "2", "NAPALMSKY_WS_PER_IP": "5",
+        "NAPALMSKY_WS_UNAUTHENTICATED": "3"})
+    try:
+        token, user_id = await node.guest("Ada")
+        first = [await node.connect(token, user_id) for _ in range(2)]
+        async with aiohttp.ClientSession() as session:
+
+            async def refused(authenticate: bool) -> tuple[int | None, dict[str, Any]]:
+                async with session.ws_connect(node.client.make_url("/ws")) as ws:
+                    if authenticate:
+                        await ws.send_json({"type": "auth", "data": {"token": token}})
+                    frame = await ws.receive_json(timeout=5)
+                    await ws.receive(timeout=5)
+                    return ws.close_code, frame
+
+            code, frame = await refused(True)  # a third socket for the same user
+            assert code == 4430 and frame["data"]["code"] == "rate_limited"
+            assert "this user" in frame["data"]["message"]
+            # sockets that never authenticate: three wait, the next is refused at once
+            waiting = [await session.ws_connect(node.client.make_url("/ws")) for _ in range(3)]
+            code, frame = await refused(False)
+            assert code == 4430 and "authenticate" in frame["data"]["message"]
+            for ws in waiting:
+                await ws.close()
+            # per IP: 2 signed-in sockets + 3 more reach the cap of 5
+            others = [await node.user(f"U{i}") for i in range(3)]
+            code, frame = await refused(True)
+            assert code == 4430 and "address" in frame["data"]["message"]
+            for client in (*first, *others):
+                await client.request("presence:heartbeat")  # the ones inside stay usable
+    finally:
+        for c in node.clients:
+            await c.close()

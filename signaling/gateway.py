@@ -153,9 +153,16 @@ class Gateway:
         await asyncio.gather(*self._cleanups, return_exceptions=True)
 
     async def _on_presence(self, message: str) -> None:
-        frame = '{"type":"presence:update","data":' + message + "}"
+        """A presence change, for the sockets of the users it is addressed to only."""
+        try:
+            change = json.loads(message)
+            viewers = set(change["to"])
+            frame = event("presence:update", **change["state"])
+        except (ValueError, KeyError, TypeError):
+            return
         for conn in list(self.connections.values()):
-            await conn.send(frame)
+            if conn.user_id in viewers:
+                await conn.send(frame)
 
     async def _on_sessions_ended(self, message: str) -> None:
         """Sessions ended somewhere (logout, logout everywhere, a rotated token): their

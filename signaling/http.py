@@ -125,6 +125,7 @@ def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
                 ))
             if next_cursor is not None:
                 break
+        await ctx.presence.record_viewers(me, [p.id for p in people])
         return dump(DeckPage(people=people, nextCursor=next_cursor))
 
     async def my_calls(request: web.Request) -> web.Response:

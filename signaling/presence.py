@@ -5,7 +5,10 @@ Keys (all with TTLs, so a node that dies leaves nothing behind for long):
 - `presence:online`: a set of online user ids, each member expiring (the deck reads it);
 - `presence:busy:{user}`: "1" while the user does not want calls;
 - `call:user:{user}`: the room id of the call the user is in (claimed atomically).
-Changes are published on the `presence` channel for the gateways to pass on.
+- `presence:viewers:{user}`: who was shown the user on their deck lately, each member expiring.
+Changes are published on the `presence` channel, addressed to the user's viewers only, for the
+gateways to pass on; a user who set themselves unavailable is announced once (going
+unavailable), not on every connect and disconnect.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from core.live import Bus, LiveState
 
 PRESENCE_TTL = 600.0
 PRESENCE_CHANNEL = "presence"
+VIEWER_TTL = 60.0  # seconds a deck viewer keeps hearing about the people it was shown
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +74,12 @@ class Presence:
             await self.live.delete(f"presence:busy:{user_id}")
         else:
             await self.live.set(f"presence:busy:{user_id}", "1", ttl=self.ttl)
-        await self.publish(user_id)
+        await self.publish(user_id, force=True)
+
+    async def record_viewers(self, viewer_id: str, shown: list[str]) -> None:
+        """`viewer_id` was shown these users on its deck: it hears of their changes."""
+        for user_id in shown:
+            await self.live.set_add(f"presence:viewers:{user_id}", viewer_id, VIEWER_TTL)
 
     async def current_call(self, user_id: str) -> str | None:
         return await self.live.get(call_key(user_id))
@@ -81,6 +90,13 @@ class Presence:
         return PresenceState(user_id, online, online and not busy,
                              await self.current_call(user_id))
 
-    async def publish(self, user_id: str) -> None:
+    async def publish(self, user_id: str, *, force: bool = False) -> None:
+        """Announce `user_id`'s state to the sockets that can see it (its deck viewers)."""
         state = await self.state(user_id)
-        await self.bus.publish(PRESENCE_CHANNEL, json.dumps(state.to_json()))
+        if state.online and not state.available and state.in_call is None and not force:
+            return  # set unavailable: their comings and goings are nobody's business
+        viewers = await self.live.set_members(f"presence:viewers:{user_id}")
+        if not viewers:
+            return
+        await self.bus.publish(PRESENCE_CHANNEL,
+                               json.dumps({"to": sorted(viewers), "state": state.to_json()}))

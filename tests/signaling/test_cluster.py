@@ -42,8 +42,12 @@ async def test_a_call_across_two_nodes(aiohttp_client: AiohttpClient, tmp_path: 
         b = await node_b.user("Bo")
         status, deck = await node_a.get("/api/v1/deck", a.token)
         assert status == 200 and b.user_id in [p["id"] for p in deck["people"]]
-        presence = await a.next("presence:update")  # B came online on the other node
-        assert presence["online"] is True
+        # A was shown B: B's changes reach A across nodes
+        await b.request("presence:set", available=False)
+        presence = await a.next("presence:update")
+        assert presence["userId"] == b.user_id and presence["available"] is False
+        await b.request("presence:set", available=True)
+        assert (await a.next("presence:update"))["available"] is True
 
         invite = await a.request("call:invite", to=b.user_id, seconds=60)
         assert (await b.next("call:invite"))["inviteId"] == invite["inviteId"]

@@ -416,3 +416,30 @@ async def test_socket_caps_per_user_per_ip_and_before_auth(
     finally:
         for c in node.clients:
             await c.close()
+
+
+async def test_presence_changes_reach_deck_viewers_only(node: Node) -> None:
+    """Every connect used to be broadcast to every socket (the cost grew with the square of
+    the sockets), and an unavailable user's comings and goings too (issue 10, item 4)."""
+    viewer = await node.user("Ada")
+    bystander = await node.user("Cy")
+    bo_token, bo_id = await node.guest("Bo")
+    bo = await node.connect(bo_token, bo_id)
+    status, deck = await node.get("/api/v1/deck", viewer.token)  # Ada is shown Bo
+    assert status == 200 and bo_id in [p["id"] for p in deck["people"]]
+    viewer.drain("presence:update")
+    bystander.drain("presence:update")
+
+    second_tab = await node.connect(bo_token, bo_id)
+    update = await viewer.next("presence:update")
+    assert update["userId"] == bo_id and update["online"] is True
+    await bo.request("presence:set", available=False)
+    assert (await viewer.next("presence:update"))["available"] is False
+    # unavailable now: closing a tab and opening another tell nobody
+    await second_tab.close()
+    await node.connect(bo_token, bo_id)
+    await viewer.request("presence:heartbeat")  # a round trip: anything sent has arrived
+    assert viewer.drain("presence:update") == []
+    # the bystander, never shown Bo, heard nothing at all
+    await bystander.request("presence:heartbeat")
+    assert bystander.drain("presence:update") == []

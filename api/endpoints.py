@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -12,12 +13,17 @@ from pydantic import BaseModel, ValidationError
 
 from api.middleware import STATUS_BY_CODE
 from api.schemas import ErrorResponse
-from core.errors import ErrorCode, InvalidArgument, UnsupportedMediaType
+from core.errors import ErrorCode, InvalidArgument, PayloadTooLarge, UnsupportedMediaType
 from core.text import check_text
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Auth = Literal["none", "user", "admin"]
 M = TypeVar("M", bound=BaseModel)
+
+#: Seconds a request body may take to arrive (NAPALMSKY_HTTP_BODY_TIMEOUT); set by the app.
+BODY_TIMEOUT = web.AppKey("body_timeout", float)
+DEFAULT_BODY_TIMEOUT = 30.0
+JSON_BODY_MAX_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     """The request's JSON body as `model`; InvalidArgument with a readable reason otherwise."""
     if request.content_type != "application/json":
         raise UnsupportedMediaType("request body must be application/json")
-    raw = await request.read()
+    raw = await read_body(request, JSON_BODY_MAX_BYTES, "request body is larger than 1 MB")
     try:
         data = json.loads(raw)
     except ValueError:
@@ -60,6 +66,28 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise InvalidArgument(f"{where}: {first['msg']}") from None
+
+
+async def read_body(request: web.Request, max_bytes: int, too_large: str) -> bytes:
+    """The whole request body, at most `max_bytes` long, read within the app's body timeout.
+
+    Raises PayloadTooLarge (`too_large` is its message) past `max_bytes`, and
+    InvalidArgument when the body arrives slower than BODY_TIMEOUT seconds in all: a
+    slow-body (slowloris) client gets its 400 and, the rest of its body unread, aiohttp
+    closes the connection after its lingering time, instead of the client holding a handler.
+    """
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(too_large)
+    data = bytearray()
+    try:
+        async with asyncio.timeout(request.config_dict.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT)):
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise PayloadTooLarge(too_large)
+    except TimeoutError:
+        raise InvalidArgument("the request body took too long to arrive") from None
+    return bytes(data)
 
 
 def dump(model: BaseModel, status: int = 200) -> web.Response:

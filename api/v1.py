@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from api.clientip import IPNetwork, client_ip
-from api.endpoints import Endpoint, dump, openapi, parse_body
+from api.endpoints import Endpoint, dump, openapi, parse_body, read_body
 from api.ratelimit import RateLimiter
 from api.schemas import (
     AdminUser,
@@ -31,7 +31,7 @@ from api.schemas import (
 from core.accounts import AccountService, AuthContext, SignedIn, check_name
 from core.blobs import BlobStore
 from core.clock import Clock, utcnow
-from core.errors import ErrorCode, NotFound, PayloadTooLarge, Unauthenticated
+from core.errors import ErrorCode, NotFound, Unauthenticated
 from core.ids import UserId, is_uuid
 from core.store import Store, User, UserChanges
 from recorder.selfie import MAX_UPLOAD_BYTES, process_selfie_async
@@ -179,14 +179,8 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
 
     async def put_selfie(request: web.Request) -> web.Response:
         auth = await authed(request)
-        if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
-            raise PayloadTooLarge("image is larger than 5 MB")
-        data = bytearray()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            data += chunk
-            if len(data) > MAX_UPLOAD_BYTES:
-                raise PayloadTooLarge("image is larger than 5 MB")
-        image = await process_selfie_async(bytes(data))
+        data = await read_body(request, MAX_UPLOAD_BYTES, "image is larger than 5 MB")
+        image = await process_selfie_async(data)
         ctx = get()
         user = await ctx.accounts.user(auth)
         key = f"selfies/{user.user_id}/{secrets.token_hex(8)}.jpg"

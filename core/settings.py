@@ -80,6 +80,8 @@ class Settings:
     rate_token_per_minute: int
     trusted_proxies: tuple[str, ...]
     cors_origins: tuple[str, ...]
+    http_idle_timeout: float
+    http_body_timeout: float
     ws_per_user: int
     ws_per_ip: int
     ws_unauthenticated: int
@@ -362,6 +364,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("trusted_proxies", "NAPALMSKY_TRUSTED_PROXIES", _networks, "",
             "Comma list of proxy addresses/CIDRs whose X-Forwarded-For is believed. Default: "
             "none: the client IP is the TCP peer."),
+    Setting("http_idle_timeout", "NAPALMSKY_HTTP_IDLE_TIMEOUT", _positive_float, "15",
+            "Seconds an HTTP connection may stay open without a complete request (idle "
+            "keep-alive, or headers arriving a byte at a time) before the node closes it."),
+    Setting("http_body_timeout", "NAPALMSKY_HTTP_BODY_TIMEOUT", _positive_float, "30",
+            "Seconds a request body may take to arrive; a slower one is refused (400) and "
+            "its connection closed."),
     Setting("ws_per_user", "NAPALMSKY_WS_PER_USER", _positive_int, "10",
             "Signaling sockets one user may hold open on a node (more are closed with 4430)."),
     Setting("ws_per_ip", "NAPALMSKY_WS_PER_IP", _positive_int, "100",

@@ -71,7 +71,8 @@ async def _serve(settings: Settings) -> None:
 
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=logging.getLogger("napalmsky.access"),
-                           access_log_class=AccessLogger)
+                           access_log_class=AccessLogger,
+                           keepalive_timeout=settings.http_idle_timeout)
     await runner.setup()
     try:
         await app[SERVICES].store.ping()

@@ -27,6 +27,7 @@ from adapters.passwords import BcryptHasher
 from adapters.sql import SqlStore, create_engine
 from api.blobs import blob_routes
 from api.clientip import client_ip, parse_networks
+from api.endpoints import BODY_TIMEOUT
 from api.endpoints import routes as endpoint_routes
 from api.health import Probe, health_routes
 from api.metrics import HttpMetrics, metrics_middleware, metrics_routes, new_registry
@@ -270,6 +271,7 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
     ))
     app[SETTINGS] = settings
     app[REGISTRY] = registry
+    app[BODY_TIMEOUT] = settings.http_body_timeout
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         context.node_id.set(settings.node_id)

@@ -36,6 +36,7 @@ from signaling.protocol import (
     MAX_FRAME_BYTES,
     PROTOCOL_VERSION,
     Frame,
+    FrameId,
     ack,
     error,
     event,
@@ -308,7 +309,7 @@ class Gateway:
                 if conn.floods >= FLOODS_BEFORE_CLOSE:
                     await conn.ws.close(code=CLOSE_FLOOD, message=b"too many frames")
                     return
-            frame_id = None
+            frame_id: FrameId | None = None
             try:
                 if msg.type != WSMsgType.TEXT:
                     raise InvalidArgument("frames must be text")

@@ -25,11 +25,16 @@ CLOSE_REPLACED = 4409
 CLOSE_TOO_MANY_SOCKETS = 4430
 
 
+#: A request's `id`, echoed in its ack or error exactly as sent: a string stays a string, a
+#: number stays a number.
+FrameId = str | int
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     type: str
     data: dict[str, Any] = field(default_factory=dict)
-    id: str | None = None
+    id: FrameId | None = None
 
     @classmethod
     def parse(cls, text: str) -> Frame:
@@ -46,12 +51,13 @@ class Frame:
             raise InvalidArgument("frame needs a string 'type'")
         frame_id = raw.get("id")
         if frame_id is not None and (not isinstance(frame_id, (str, int))
+                                     or isinstance(frame_id, bool)
                                      or len(str(frame_id)) > MAX_ID_LENGTH):
-            raise InvalidArgument("frame 'id' must be a short string or number")
+            raise InvalidArgument("frame 'id' must be a short string or an integer")
         data = raw.get("data", {})
         if not isinstance(data, dict):
             raise InvalidArgument("frame 'data' must be an object")
-        return cls(kind, data, None if frame_id is None else str(frame_id))
+        return cls(kind, data, frame_id)
 
     def to_json(self) -> str:
         out: dict[str, Any] = {"type": self.type}
@@ -65,11 +71,11 @@ def event(kind: str, **data: Any) -> str:
     return Frame(kind, data).to_json()
 
 
-def ack(frame_id: str | None, **data: Any) -> str:
+def ack(frame_id: FrameId | None, **data: Any) -> str:
     return Frame("ack", data, frame_id).to_json()
 
 
-def error(frame_id: str | None, code: ErrorCode, message: str) -> str:
+def error(frame_id: FrameId | None, code: ErrorCode, message: str) -> str:
     return Frame("error", {"code": code.value, "message": message}, frame_id).to_json()
 
 

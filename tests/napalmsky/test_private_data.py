@@ -4,14 +4,8 @@ alone: `napalmsky serve` as operators run it, at debug level, through a whole sc
 from __future__ import annotations
 
 import io
-import json
-import os
 import signal
 import stat
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,38 +13,11 @@ from typing import Any
 import aiohttp
 from PIL import Image
 
-from tests.services import free_port
+from tests.napalmsky.served import start_server
 
 PASSWORD_A = "orchid-lantern-" + uuid.uuid4().hex[:8]
 PASSWORD_B = "granite-heron-" + uuid.uuid4().hex[:8]
 CHAT = "my phone number is 555-" + uuid.uuid4().hex[:6]
-
-
-def start_server(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NAPALMSKY_")}
-    env.update({
-        "NAPALMSKY_DATA_DIR": str(tmp_path / "data"), "NAPALMSKY_ENV_FILE": str(tmp_path / "x"),
-        "NAPALMSKY_LOG_LEVEL": "debug", "NAPALMSKY_BCRYPT_ROUNDS": "4",
-        "NAPALMSKY_RTC_BIND": "127.0.0.1",
-    })
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "napalmsky", "serve", "--port", str(port)],
-                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/ready", timeout=2) as resp:
-                if json.loads(resp.read())["status"] == "ready":
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(log_path.read_text()[-3000:])
-        time.sleep(0.2)
-    return proc, url, log_path
 
 
 async def scenario(url: str) -> list[str]:

@@ -322,7 +322,9 @@ class BanRecord:
 class Call:
     """One call between two users, from its start until it ended (ended_at is None until then).
 
-    `node_id` is the node that runs the call's media; `ends_at` is when its timer runs out.
+    `node_id` is the node that runs the call's media; `ends_at` is when its timer runs out;
+    `alive_at` is the last time that node vouched the call's room was up (it starts at
+    `started_at`), so a call its node lost is recorded as ending then.
     """
 
     room_id: RoomId
@@ -333,6 +335,7 @@ class Call:
     ends_at: datetime
     ended_at: datetime | None
     end_reason: CallEndReason | None
+    alive_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +462,15 @@ class CallRepository(Protocol):
     async def mark_ended(self, room_id: RoomId, reason: CallEndReason, ended_at: datetime) -> bool:
         """End the call, once: of any number of (concurrent) callers exactly one gets True and
         sets the reason; the others, and calls for an unknown room, get False."""
+        ...
+
+    async def last_ended(self, user_id: UserId) -> Call | None:
+        """The user's call that ended last (as caller or callee), or None."""
+        ...
+
+    async def touch(self, room_ids: Sequence[RoomId], at: datetime) -> int:
+        """The node hosting these calls' rooms vouches they are up at `at`: sets `alive_at`
+        on those not ended; returns how many. Unknown ids are ignored."""
         ...
 
     async def unfinished(self, *, ends_before: datetime, limit: int = 100) -> list[Call]:

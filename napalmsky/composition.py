@@ -41,7 +41,7 @@ from core.blobs import BlobStore
 from core.clock import Clock, SystemClock
 from core.live import Bus, LiveState
 from core.settings import Role, Settings
-from core.store import Store
+from core.store import CallEndReason, Store
 from sfu.admin import sfu_admin_routes
 from sfu.internals import NetworkConfig
 from sfu.server import SfuConfig, SfuServer
@@ -52,6 +52,7 @@ from signaling.gateway import Gateway, SocketLimits
 from signaling.http import SignalingContext, signaling_endpoints
 from signaling.placement import LocalPlacement
 from signaling.presence import Presence
+from signaling.recovery import NodeKeeper
 from signaling.timers import Timers
 from web import STATIC_DIR
 
@@ -93,7 +94,7 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 SFU = web.AppKey("sfu", SfuServer)
 API = web.AppKey("api", ApiContext)
 SIGNALING = web.AppKey("signaling", SignalingContext)
-SWEEP_INTERVAL = 60.0
+SWEEP_INTERVAL = 10.0  # seconds between sweeps for calls nobody else will finish
 
 
 def describe_mode(settings: Settings) -> str:
@@ -215,18 +216,25 @@ async def open_signaling(app: web.Application, services: Services) -> SignalingC
             request.remote, request.headers.getall("X-Forwarded-For", []), trusted),
     )
     await gateway.start()
+    keeper = NodeKeeper(calls=calls, gateway=gateway, live=services.live,
+                        node_id=settings.node_id)
+    await keeper.beat()  # vouch first, so the sweep below knows this node reaches the database
     finished = await calls.sweep()
     if finished:
         log.info("finished %d calls left over by a node that stopped", finished)
-    await calls.resume_timers(settings.node_id)
+
+    async def beat_again() -> None:
+        timers.call_at(services.clock.time() + keeper.interval, "beat", beat_again)
+        await keeper.beat()
 
     async def sweep_again() -> None:
-        await calls.sweep()
         timers.call_at(services.clock.time() + SWEEP_INTERVAL, "sweeper", sweep_again)
+        await calls.sweep()
 
+    timers.call_at(services.clock.time() + keeper.interval, "beat", beat_again)
     timers.call_at(services.clock.time() + SWEEP_INTERVAL, "sweeper", sweep_again)
     return SignalingContext(api=app[API], presence=presence, gateway=gateway, calls=calls,
-                            timers=timers)
+                            timers=timers, keeper=keeper)
 
 
 def make_blob_store(settings: Settings, clock: Clock) -> BlobStore:
@@ -301,6 +309,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
         """On shutdown, before aiohttp waits for handlers: hang up long-lived sockets so
         clients hear 1001 (going away) at once and reconnect elsewhere."""
         if SIGNALING in app:
+            # The calls this node hosts end now, truthfully, while their sockets still listen.
+            await app[SIGNALING].calls.end_hosted(CallEndReason.NODE_LOST)
             await app[SIGNALING].gateway.close()
         if SFU in app:
             await app[SFU].close()

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from core.clock import Clock, utc_from_timestamp, utcnow
 from core.errors import (
@@ -27,7 +28,7 @@ from core.errors import (
 )
 from core.ids import NodeId, RoomId, UserId, is_uuid, new_id
 from core.live import Bus, LiveState, Subscription, node_channel, user_channel
-from core.store import BanStatus, CallEndReason, CallSummary, ChatMessage, Store
+from core.store import BanStatus, Call, CallEndReason, CallSummary, ChatMessage, Store
 from sfu.token import mint_join_token
 from signaling.placement import MediaEvent, PlacedRoom, Placement
 from signaling.presence import Presence, call_key
@@ -38,6 +39,12 @@ log = logging.getLogger(__name__)
 
 ROOM_TTL = 7200.0
 MAX_CHAT = 1000
+LAST_CALL_TTL = 3600.0  # seconds `state.lastCall` tells a returning client how its call ended
+BEAT = 2.0  # seconds between a node's vouches for its rooms (the calls' alive_at)
+DEAD_AFTER = 15.0  # seconds without a vouch before another node's calls count as lost
+RECORD_RETRY_MAX = 30.0  # seconds: the longest wait between retries of an end's record
+PENDING_ENDS = "call:ended:pending"  # live set: rooms whose decided end awaits its record
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +56,57 @@ class CallRules:
     reconnect_grace: float = 15.0
     cooldown: timedelta = timedelta(hours=24)
     join_token_ttl: int = 600
+
+
+@dataclass(frozen=True, slots=True)
+class CallFacts:
+    """What ending a call needs without the database: who, where, and when (clock seconds).
+    Kept in live state as `call:info:{room}` while the call runs."""
+
+    room_id: str
+    caller_id: str
+    callee_id: str
+    node_id: str
+    started_at: float
+    ends_at: float
+
+    @classmethod
+    def of(cls, call: Call) -> CallFacts:
+        return cls(str(call.room_id), str(call.caller_id), str(call.callee_id), call.node_id,
+                   call.started_at.timestamp(), call.ends_at.timestamp())
+
+    def to_json(self) -> str:
+        return json.dumps({"roomId": self.room_id, "caller": self.caller_id,
+                           "callee": self.callee_id, "node": self.node_id,
+                           "startedAt": self.started_at, "endsAt": self.ends_at})
+
+    @classmethod
+    def from_json(cls, raw: str) -> CallFacts:
+        d = json.loads(raw)
+        return cls(d["roomId"], d["caller"], d["callee"], d["node"], float(d["startedAt"]),
+                   float(d["endsAt"]))
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnd:
+    """How a call ended, decided once: the reason and when (clock seconds)."""
+
+    reason: CallEndReason
+    ended_at: float
+
+    def duration(self, facts: CallFacts) -> int:
+        """Whole seconds from the start to the end (at the database's microsecond precision,
+        so that a call of exactly N seconds is N, not N - 1)."""
+        span = utc_from_timestamp(self.ended_at) - utc_from_timestamp(facts.started_at)
+        return max(0, int(span.total_seconds()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reason": self.reason.value, "endedAt": self.ended_at}
+
+    @classmethod
+    def from_json(cls, raw: str) -> CallEnd:
+        d = json.loads(raw)
+        return cls(CallEndReason(d["reason"]), float(d["endedAt"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +140,10 @@ class CallService:
         self.ice_servers = [{"urls": url} for url in ice_servers]
         self.node_id = node_id
         self._commands: Subscription | None = None
+        # Ends decided here whose durable record waits for the database, by room.
+        self._pending: dict[str, tuple[CallFacts, CallEnd]] = {}
+        # Since when (clock seconds) this node has reached the database without a failure.
+        self.reachable_since: float | None = None
         placement.on_media(self._on_media)
 
     async def start(self) -> None:
@@ -213,10 +275,11 @@ class CallService:
             await self.live.set(f"room:sfu:{room_id}", placed.sfu_url, ttl=ttl)
             now = self.clock.time()
             ends_at = now + invite.seconds
-            await self.store.calls.create(
+            call = await self.store.calls.create(
                 room_id=RoomId(room_id), caller_id=UserId(invite.from_id),
                 callee_id=UserId(invite.to_id), node_id=placed.node_id,
                 started_at=utc_from_timestamp(now), ends_at=utc_from_timestamp(ends_at))
+            await self.live.set(f"call:info:{room_id}", CallFacts.of(call).to_json(), ttl=ttl)
         except Exception:
             if placed is not None:
                 await self.placement.close_room(room_id, CallEndReason.FAILED.value)
@@ -291,15 +354,16 @@ class CallService:
         room_id = await self.presence.current_call(user_id)
         if room_id is None:
             return
-        when = self.clock.time() + self.rules.reconnect_grace
-        self.timers.call_at(when, f"grace:{user_id}",
-                            lambda: self._grace_over(user_id, room_id))
+        lost_at = self.clock.time()
+        self.timers.call_at(lost_at + self.rules.reconnect_grace, f"grace:{user_id}",
+                            lambda: self._grace_over(user_id, room_id, lost_at))
 
-    async def _grace_over(self, user_id: str, room_id: str) -> None:
+    async def _grace_over(self, user_id: str, room_id: str, lost_at: float) -> None:
+        """Nobody came back: the call ended when the connection was lost."""
         if await self.presence.is_online(user_id):
             return
         if await self.presence.current_call(user_id) == room_id:
-            await self.end_call(room_id, CallEndReason.DISCONNECTED)
+            await self.end_call(room_id, CallEndReason.DISCONNECTED, at=lost_at)
 
     def _on_media(self, media: MediaEvent) -> None:
         self.timers.call_at(self.clock.time(), f"media:{media.room_id}:{media.user_id}",
@@ -315,72 +379,259 @@ class CallService:
 
     # ---- the end ----
 
-    async def end_call(self, room_id: str, reason: CallEndReason) -> bool:
-        """End the call once; True for the caller that did the bookkeeping."""
+    async def end_call(self, room_id: str, reason: CallEndReason, *,
+                       at: float | None = None) -> bool:
+        """End the call once, as `reason`, at `at` (clock seconds; now when None), never
+        later than its scheduled end nor before its start. True for the caller that decided.
+
+        The end is announced (room closed, `call:ended` to both, presence) even while the
+        database is down; its durable record (history, metrics, cooldown, the calls row) is
+        then retried until it is written, with the reason and time decided here.
+        """
         if not await self.live.claim(f"call:end:{room_id}", "1", ROOM_TTL):
             return False
         try:
-            return await self._finish(room_id, reason)
+            facts = await self._facts(room_id)
         except BaseException:
             await self.live.release(f"call:end:{room_id}", "1")  # let a retry or the sweeper
             raise
+        if facts is None:
+            return False
+        when = self.clock.time() if at is None else at
+        decision = CallEnd(reason, max(facts.started_at, min(when, facts.ends_at)))
+        self.timers.cancel(f"call:{room_id}")
+        try:
+            await self._record(facts, decision)
+        except Exception as exc:
+            log.warning("call %s ended (%s) but its record waits for the database: %s",
+                        room_id, reason.value, getattr(exc, "message", type(exc).__name__))
+            await self._record_later(facts, decision)
+        await self._announce(facts, decision)
+        return True
 
-    async def _finish(self, room_id: str, reason: CallEndReason) -> bool:
+    async def _facts(self, room_id: str) -> CallFacts | None:
+        """Who is in the call and when it runs, from live state or, failing that, the
+        database; None for a call that is unknown or already ended."""
+        raw = await self._best_effort(self.live.get(f"call:info:{room_id}"), "call facts")
+        if raw:
+            return CallFacts.from_json(raw)
         call = await self.store.calls.get(RoomId(room_id))
         if call is None or call.ended_at is not None:
-            return False
-        self.timers.cancel(f"call:{room_id}")
-        now = utcnow(self.clock)
-        ended = min(now, call.ends_at)
-        duration = max(0, int((ended - call.started_at).total_seconds()))
+            return None
+        return CallFacts.of(call)
+
+    async def _record(self, facts: CallFacts, decision: CallEnd) -> None:
+        """The durable part of an end: idempotent, so a retry or the sweeper may repeat it."""
+        room_id = RoomId(facts.room_id)
+        ended = utc_from_timestamp(decision.ended_at)
+        started = utc_from_timestamp(facts.started_at)
+        duration = decision.duration(facts)
         messages = tuple(ChatMessage(m.sender_id, m.text, m.sent_at)
-                         for m in await self.store.calls.messages(RoomId(room_id)))
-        users = {u.user_id: u for u in [await self.store.users.get(call.caller_id),
-                                        await self.store.users.get(call.callee_id)] if u}
-        for me, partner in ((call.caller_id, call.callee_id), (call.callee_id, call.caller_id)):
+                         for m in await self.store.calls.messages(room_id))
+        caller, callee = UserId(facts.caller_id), UserId(facts.callee_id)
+        users = {u.user_id: u for u in [await self.store.users.get(caller),
+                                        await self.store.users.get(callee)] if u}
+        for me, partner in ((caller, callee), (callee, caller)):
             partner_name = users[partner].name if partner in users else ""
             try:
                 await self.store.chat_history.add(
                     session_id=f"{room_id}:{me}", user_id=me, partner_id=partner,
-                    partner_name=partner_name, room_id=RoomId(room_id),
-                    started_at=call.started_at, duration_seconds=duration, messages=messages)
+                    partner_name=partner_name, room_id=room_id,
+                    started_at=started, duration_seconds=duration, messages=messages)
             except AlreadyExists:
                 continue  # this participant's record is already written
             await self.store.users.record_call(me, CallSummary(
-                partner, partner_name, RoomId(room_id), duration, ended))
-        await self.store.cooldowns.set(call.caller_id, call.callee_id, now + self.rules.cooldown)
-        await self.store.calls.mark_ended(RoomId(room_id), reason, now)
-        for user in (call.caller_id, call.callee_id):
-            await self.live.release(call_key(user), room_id)
+                partner, partner_name, room_id, duration, ended))
+        await self.store.cooldowns.set(caller, callee, ended + self.rules.cooldown)
+        await self.store.calls.mark_ended(room_id, decision.reason, ended)
+        self._pending.pop(facts.room_id, None)
+        await self._best_effort(self.live.set_remove(PENDING_ENDS, facts.room_id), "end record")
+        await self._best_effort(self.live.delete(f"call:ended:{facts.room_id}"), "end record")
+
+    async def _record_later(self, facts: CallFacts, decision: CallEnd, delay: float = 1.0
+                            ) -> None:
+        """Keep the decision (here, and in live state for the sweeper on any node) and retry
+        the durable record with backoff up to RECORD_RETRY_MAX seconds."""
+        self._pending[facts.room_id] = (facts, decision)
+        await self._best_effort(self.live.set(
+            f"call:ended:{facts.room_id}", json.dumps(decision.to_json()), ttl=ROOM_TTL),
+            "end record")
+        await self._best_effort(self.live.set_add(PENDING_ENDS, facts.room_id, ROOM_TTL),
+                                "end record")
+
+        async def retry() -> None:
+            if facts.room_id not in self._pending:
+                return  # the sweeper wrote it meanwhile
+            try:
+                await self._record(facts, decision)
+            except Exception:
+                await self._record_later(facts, decision, min(delay * 2, RECORD_RETRY_MAX))
+
+        self.timers.call_at(self.clock.time() + delay, f"record:{facts.room_id}", retry)
+
+    async def _announce(self, facts: CallFacts, decision: CallEnd) -> None:
+        """Everything but the durable record, each step on its own, so that an outage of
+        live state cannot keep the room open or the participants uninformed; live keys
+        that could not be cleared are retried until they are."""
+        room_id = facts.room_id
+        duration = decision.duration(facts)
+        for user in (facts.caller_id, facts.callee_id):
             self.timers.cancel(f"grace:{user}")
-        await self.live.delete(f"room:sfu:{room_id}")
+        await self._clear_live(facts, decision)
+        await self._best_effort(self._close_room(room_id, facts.node_id,
+                                                 decision.reason.value), "closing the room")
+        for user in (facts.caller_id, facts.callee_id):
+            await self._best_effort(self.send(
+                user, "call:ended", roomId=room_id, reason=decision.reason.value,
+                durationSeconds=duration), "call:ended")
+            await self._best_effort(self.presence.publish(user), "presence")
+
+    async def _clear_live(self, facts: CallFacts, decision: CallEnd, delay: float = 1.0
+                          ) -> None:
+        """Free both participants (their call keys), drop the room's keys and leave each
+        participant `call:last`; on a live-state failure, again later with backoff."""
+        room_id = facts.room_id
+        last = json.dumps({"roomId": room_id, "reason": decision.reason.value,
+                           "durationSeconds": decision.duration(facts),
+                           "endedAt": decision.ended_at})
         try:
-            await self._close_room(room_id, call.node_id, reason.value)
+            for user in (facts.caller_id, facts.callee_id):
+                await self.live.release(call_key(user), room_id)
+                await self.live.set(f"call:last:{user}", last, ttl=LAST_CALL_TTL)
+            await self.live.delete(f"room:sfu:{room_id}")
+            await self.live.delete(f"call:info:{room_id}")
+        except Exception as exc:
+            log.warning("clearing live state of call %s failed (again in %.0f s): %s",
+                        room_id, delay, getattr(exc, "message", type(exc).__name__))
+
+            async def again() -> None:
+                await self._clear_live(facts, decision, min(delay * 2, RECORD_RETRY_MAX))
+
+            self.timers.call_at(self.clock.time() + delay, f"clear:{room_id}", again)
+
+    async def _best_effort(self, step: Awaitable[T], what: str) -> T | None:
+        try:
+            return await step
+        except Exception as exc:
+            log.warning("%s failed: %s", what, getattr(exc, "message", type(exc).__name__))
+            return None
+
+    async def last_call(self, user_id: str) -> dict[str, Any] | None:
+        """How the user's latest call ended (`roomId`, `reason`, `durationSeconds`,
+        `endedAt`), for a client that was away when `call:ended` was sent; kept an hour."""
+        raw = await self._best_effort(self.live.get(f"call:last:{user_id}"), "last call")
+        if raw is not None:
+            return dict(json.loads(raw))
+        # Live state forgets (a single node's memory across a restart): the record does not.
+        call = await self.store.calls.last_ended(UserId(user_id))
+        if call is None or call.ended_at is None or call.end_reason is None:
+            return None
+        ended_at = call.ended_at.timestamp()
+        if ended_at < self.clock.time() - LAST_CALL_TTL:
+            return None
+        return {"roomId": str(call.room_id), "reason": call.end_reason.value,
+                "durationSeconds": CallEnd(call.end_reason, ended_at).duration(
+                    CallFacts.of(call)),
+                "endedAt": ended_at}
+
+    # ---- node liveness and recovery ----
+
+    async def vouch(self) -> None:
+        """Every BEAT seconds: record in the database that this node's rooms are up (the
+        calls' `alive_at`), and track since when this node has reached the database."""
+        now = self.clock.time()
+        try:
+            rooms = [RoomId(r) for r in self.placement.room_ids()]
+            if rooms:
+                await self.store.calls.touch(rooms, utc_from_timestamp(now))
+            else:
+                await self.store.ping()
         except Exception:
-            log.exception("closing room %s on its SFU failed", room_id)
-        for user in (call.caller_id, call.callee_id):
-            await self.send(user, "call:ended", roomId=room_id, reason=reason.value,
-                            durationSeconds=duration)
-            await self.presence.publish(user)
-        return True
+            self.reachable_since = None
+            raise
+        if self.reachable_since is None:
+            self.reachable_since = now
 
     async def sweep(self) -> int:
-        """Finish calls whose time ran out while no node was watching (a node died)."""
-        cutoff = utcnow(self.clock) - timedelta(seconds=self.rules.reconnect_grace)
+        """Finish every call that nobody else will, truthfully; returns how many.
+
+        - a decided end whose record is pending (a database outage) is written as decided;
+        - a call of this node whose room is gone (the node restarted) ended `node_lost` when
+          the node last vouched for it (`alive_at`);
+        - a call of another node that has not vouched for DEAD_AFTER seconds, while this node
+          has reached the database all that time, ended `node_lost` at its `alive_at`;
+        - a call past its end (and the reconnect grace) whose node still vouches for it ran to
+          its end: `completed` (its own timer failed, for example the database was down).
+        """
+        now = self.clock.time()
+        steady = (self.reachable_since is not None
+                  and now - self.reachable_since >= DEAD_AFTER)
         finished = 0
-        for call in await self.store.calls.unfinished(ends_before=cutoff):
-            if await self.end_call(call.room_id, CallEndReason.NODE_LOST):
-                finished += 1
+        pending = set(self._pending)
+        pending |= await self._best_effort(self.live.set_members(PENDING_ENDS),
+                                           "end records") or set()
+        horizon = utcnow(self.clock) + timedelta(days=1)  # every call still running
+        for call in await self.store.calls.unfinished(ends_before=horizon, limit=500):
+            room_id = str(call.room_id)
+            try:
+                decided = await self._decided(room_id) if room_id in pending else None
+                if decided is not None:
+                    await self._record(CallFacts.of(call), decided)
+                    finished += 1
+                    continue
+                verdict = self._verdict(call, now, steady)
+                if verdict is not None and await self.end_call(room_id, verdict[0],
+                                                               at=verdict[1]):
+                    finished += 1
+            except Exception:
+                log.exception("sweeping call %s failed", room_id)
         return finished
 
-    async def resume_timers(self, node_id: str) -> None:
-        """After a restart, re-arm end timers for this node's calls still running."""
-        for call in await self.store.calls.unfinished(
-            ends_before=utcnow(self.clock) + timedelta(seconds=self.rules.max_seconds + 1)
-        ):
-            if call.node_id != node_id:
+    def _verdict(self, call: Call, now: float, steady: bool
+                 ) -> tuple[CallEndReason, float | None] | None:
+        """How the sweeper ends `call`, and when (None: now); None to leave it running."""
+        alive = (call.alive_at or call.started_at).timestamp()
+        overdue = now > call.ends_at.timestamp() + self.rules.reconnect_grace
+        if call.node_id == self.node_id:
+            if not self.placement.hosts(str(call.room_id)):
+                return CallEndReason.NODE_LOST, alive  # this node restarted: the room is gone
+            return (CallEndReason.COMPLETED, None) if overdue else None
+        if steady and now - alive > DEAD_AFTER:
+            return CallEndReason.NODE_LOST, alive
+        return (CallEndReason.COMPLETED, None) if overdue else None
+
+    async def _decided(self, room_id: str) -> CallEnd | None:
+        if room_id in self._pending:
+            return self._pending[room_id][1]
+        raw = await self._best_effort(self.live.get(f"call:ended:{room_id}"), "end record")
+        return None if raw is None else CallEnd.from_json(raw)
+
+    async def end_hosted(self, reason: CallEndReason) -> int:
+        """End every call whose room this node hosts (a graceful shutdown): now, as `reason`."""
+        ended = 0
+        for room_id in self.placement.room_ids():
+            try:
+                ended += await self.end_call(room_id, reason)
+            except Exception:
+                log.exception("ending call %s at shutdown failed", room_id)
+        return ended
+
+    async def restore_live(self) -> int:
+        """Live state came back empty (a Redis restart): put back what it must hold for the
+        calls this node hosts, from the database and the SFU's rooms: each participant's
+        call key, the room's SFU URL and the call's facts. Returns how many calls."""
+        restored = 0
+        for room_id in self.placement.room_ids():
+            call = await self.store.calls.get(RoomId(room_id))
+            if call is None or call.ended_at is not None:
                 continue
-            self._arm_end(call.room_id, call.ends_at.timestamp())
+            ttl = max(1.0, call.ends_at.timestamp() - self.clock.time()) + ROOM_TTL
+            for user in (call.caller_id, call.callee_id):
+                await self.live.claim(call_key(user), room_id, ttl)
+            await self.live.set(f"room:sfu:{room_id}", self.placement.url_of(room_id), ttl=ttl)
+            await self.live.set(f"call:info:{room_id}", CallFacts.of(call).to_json(), ttl=ttl)
+            restored += 1
+        return restored
 
     async def pending_invites(self, user_id: str) -> dict[str, Any]:
         incoming = []

@@ -76,6 +76,7 @@ class Connection:
         self.conn_id = new_id()
         self.bucket = TokenBucket(gateway.clock)
         self.floods = 0
+        self.available = True  # the user's last `presence:set`, to restore lost live state
         self._send_lock = asyncio.Lock()
         self._held: list[str] | None = []  # events that arrive before `state` is sent
 
@@ -239,7 +240,9 @@ class Gateway:
         try:
             await self.presence.connect(conn.user_id, conn.conn_id)
             self.calls.timers.cancel(f"grace:{conn.user_id}")
-            await conn.start(event("state", **(await self.state(conn.user_id))))
+            state = await self.state(conn.user_id)
+            conn.available = bool(state["presence"]["available"])
+            await conn.start(event("state", **state))
             await self._serve(conn)
         finally:
             # aiohttp may cancel this handler when the peer goes away; the clean-up runs as a
@@ -298,7 +301,21 @@ class Gateway:
             "presence": presence.to_json(),
             "invites": await self.calls.pending_invites(user_id),
             "call": call,
+            "lastCall": await self.calls.last_call(user_id) if call is None else None,
         }
+
+    async def restore_presence(self) -> int:
+        """Live state came back empty: put back the presence of this node's sockets (online,
+        and unavailable where the user said so). Returns how many sockets."""
+        unavailable: set[str] = set()
+        conns = list(self.connections.values())
+        for conn in conns:
+            await self.presence.heartbeat(conn.user_id, conn.conn_id)
+            if not conn.available:
+                unavailable.add(conn.user_id)
+        for user_id in unavailable:
+            await self.presence.set_available(user_id, False)
+        return len(conns)
 
     async def _serve(self, conn: Connection) -> None:
         async for msg in conn.ws:
@@ -345,6 +362,9 @@ class Gateway:
         if not isinstance(available, bool):
             raise InvalidArgument("'available' must be true or false")
         await self.presence.set_available(conn.user_id, available)
+        for other in self.connections.values():
+            if other.user_id == conn.user_id:
+                other.available = available
         return {}
 
     async def _invite(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:

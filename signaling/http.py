@@ -18,6 +18,7 @@ from signaling.calls import CallService
 from signaling.gateway import Gateway
 from signaling.presence import Presence
 from signaling.protocol import PROTOCOL_VERSION
+from signaling.recovery import NodeKeeper
 from signaling.timers import Timers
 
 MAX_PAGE = 50
@@ -73,6 +74,7 @@ class SignalingContext:
     gateway: Gateway
     calls: CallService
     timers: Timers
+    keeper: NodeKeeper
 
 
 def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:

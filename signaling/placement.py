@@ -40,6 +40,16 @@ class Placement(Protocol):
 
     def on_media(self, listener: MediaListener) -> None: ...
 
+    def room_ids(self) -> list[str]:
+        """The rooms this node's SFU hosts now."""
+        ...
+
+    def hosts(self, room_id: str) -> bool: ...
+
+    def url_of(self, room_id: str) -> str:
+        """Where participants of a room hosted here open GET /sfu/ws."""
+        ...
+
 
 class LocalPlacement:
     def __init__(self, sfu: SfuServer | None, node_id: str, public_url: str) -> None:
@@ -63,6 +73,15 @@ class LocalPlacement:
 
     def on_media(self, listener: MediaListener) -> None:
         self._listeners.append(listener)
+
+    def room_ids(self) -> list[str]:
+        return [] if self.sfu is None else list(self.sfu.rooms)
+
+    def hosts(self, room_id: str) -> bool:
+        return self.sfu is not None and room_id in self.sfu.rooms
+
+    def url_of(self, room_id: str) -> str:
+        return self.sfu_url
 
     def _forward(self, event: SfuEvent) -> None:
         if isinstance(event, ParticipantConnected):

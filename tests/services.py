@@ -7,13 +7,14 @@ green run that tested nothing proves nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import NoReturn
 from urllib.parse import urlsplit
@@ -91,6 +92,19 @@ def create_postgres_database() -> PostgresDatabase:
 
 def drop_postgres_database(db: PostgresDatabase) -> None:
     asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{db.name}" WITH (FORCE)'))
+
+
+@contextlib.asynccontextmanager
+async def postgres_outage(db: PostgresDatabase) -> AsyncIterator[None]:
+    """A real outage of one database for the block: it refuses new connections and the ones
+    it had are cut, on the shared server, without touching the other databases."""
+    await _admin(f'ALTER DATABASE "{db.name}" WITH ALLOW_CONNECTIONS false')
+    await _admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                 f"WHERE datname = '{db.name}'")
+    try:
+        yield
+    finally:
+        await _admin(f'ALTER DATABASE "{db.name}" WITH ALLOW_CONNECTIONS true')
 
 
 def require_redis() -> str:

@@ -269,6 +269,7 @@ def _call(row: RowMapping) -> Call:
         ends_at=row["ends_at"],
         ended_at=row["ended_at"],
         end_reason=None if reason is None else CallEndReason(reason),
+        alive_at=row["alive_at"],
     )
 
 
@@ -702,6 +703,7 @@ class SqlCallRepository:
             "ends_at": _time(ends_at, "ends_at"),
             "ended_at": None,
             "end_reason": None,
+            "alive_at": _time(started_at, "started_at"),
         }
         if caller_id == callee_id:
             raise InvalidArgument("a call needs two different users")
@@ -757,6 +759,38 @@ class SqlCallRepository:
                 .values(ended_at=ended_at, end_reason=value)
             )
         return result.rowcount == 1
+
+    async def last_ended(self, user_id: UserId) -> Call | None:
+        if not is_uuid(user_id):
+            return None
+        c = t.calls.c
+        async with self._db.tx() as conn:
+            row = (
+                await conn.execute(
+                    sa.select(t.calls)
+                    .where(
+                        c.ended_at.is_not(None),
+                        sa.or_(c.caller_id == user_id, c.callee_id == user_id),
+                    )
+                    .order_by(c.ended_at.desc(), c.room_id.desc())
+                    .limit(1)
+                )
+            ).first()
+        return None if row is None else _call(row._mapping)
+
+    async def touch(self, room_ids: Sequence[RoomId], at: datetime) -> int:
+        _time(at, "at")
+        ids = [room_id for room_id in room_ids if is_uuid(room_id)]
+        if not ids:
+            return 0
+        c = t.calls.c
+        async with self._db.tx() as conn:
+            result = await conn.execute(
+                sa.update(t.calls)
+                .where(c.room_id.in_(ids), c.ended_at.is_(None))
+                .values(alive_at=at)
+            )
+        return int(result.rowcount)
 
     async def unfinished(self, *, ends_before: datetime, limit: int = 100) -> list[Call]:
         _time(ends_before, "ends_before")

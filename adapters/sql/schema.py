@@ -192,6 +192,8 @@ calls = sa.Table(
     sa.Column("ends_at", UtcDateTime(), nullable=False),
     sa.Column("ended_at", UtcDateTime(), nullable=True),
     sa.Column("end_reason", sa.String(20), nullable=True),
+    # The last time the node hosting the media vouched that the call's room was up.
+    sa.Column("alive_at", UtcDateTime(), nullable=True),
     sa.CheckConstraint(
         "end_reason IN ('completed', 'left', 'disconnected', 'failed', 'node_lost',"
         " 'cancelled')",

@@ -826,6 +826,7 @@ async def test_call_round_trip(backend: Backend) -> None:
         ends_at=started + timedelta(minutes=3),
         ended_at=None,
         end_reason=None,
+        alive_at=started,  # a new call's room is up as it starts
     )
     assert call.started_at.utcoffset() == timedelta(0)
     assert_aware_utc(call)
@@ -932,6 +933,29 @@ async def test_unfinished_calls_for_the_sweeper(backend: Backend) -> None:
         await s.calls.unfinished(ends_before=now, limit=0)
     with pytest.raises(InvalidArgument):
         await s.calls.unfinished(ends_before=datetime(2030, 1, 1))
+
+
+async def test_touch_records_when_a_call_was_last_known_up(backend: Backend) -> None:
+    s = backend.store
+    people = [await make_user(s, f"T{n}") for n in range(6)]
+    one = await start_call(backend, people[0].user_id, people[1].user_id)
+    two = await start_call(backend, people[2].user_id, people[3].user_id)
+    done = await start_call(backend, people[4].user_id, people[5].user_id)
+    assert one.alive_at == one.started_at
+    later = backend.now() + timedelta(seconds=7)
+    assert await s.calls.mark_ended(done.room_id, CallEndReason.LEFT, later)
+    touched = await s.calls.touch([one.room_id, done.room_id, RoomId(new_id()),
+                                   RoomId("not-a-uuid")], later)
+    assert touched == 1  # an ended call, an unknown and a malformed id are left alone
+    assert (await s.calls.get(one.room_id)).alive_at == later  # type: ignore[union-attr]
+    assert (await s.calls.get(two.room_id)).alive_at == two.started_at  # type: ignore[union-attr]
+    assert (await s.calls.get(done.room_id)).alive_at == done.started_at  # type: ignore[union-attr]
+    assert await s.calls.touch([], later) == 0
+    assert await s.calls.last_ended(people[4].user_id) == await s.calls.get(done.room_id)
+    assert await s.calls.last_ended(people[0].user_id) is None  # still in its call
+    assert await s.calls.last_ended(UserId("not-a-uuid")) is None
+    with pytest.raises(InvalidArgument):
+        await s.calls.touch([one.room_id], datetime(2030, 1, 1))
 
 
 async def test_call_messages_in_order(backend: Backend) -> None:

@@ -6,21 +6,15 @@ used. On a failed test, each page's screenshot and console log go to test-artifa
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.services import free_port, missing
+from tests.napalmsky.served import start_server, stop_server
+from tests.services import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -35,7 +29,7 @@ SERVER_ENV = {
     "NAPALMSKY_RATE_TOKEN_PER_MINUTE": "100000", "NAPALMSKY_RATE_SIGNUP_PER_HOUR": "100000",
     "NAPALMSKY_RATE_LOGIN_PER_HOUR": "100000", "NAPALMSKY_CALL_MIN_SECONDS": "15",
     "NAPALMSKY_CALL_DEFAULT_SECONDS": "60", "NAPALMSKY_CALL_MAX_SECONDS": "600",
-    "NAPALMSKY_LOG_FORMAT": "json",
+    "NAPALMSKY_LOG_FORMAT": "json", "NAPALMSKY_LOG_LEVEL": "info",
 }
 
 
@@ -57,35 +51,11 @@ def chromium_path() -> str:
 @pytest.fixture
 def live_server(tmp_path: Path) -> Iterator[str]:
     """`napalmsky serve` in its own process on a free port, all roles, embedded defaults."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NAPALMSKY_")}
-    env.update(SERVER_ENV, NAPALMSKY_DATA_DIR=str(tmp_path / "data"),
-               NAPALMSKY_ENV_FILE=str(tmp_path / "none.env"))
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "napalmsky", "serve", "--port", str(port)],
-                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc, url, _ = start_server(tmp_path, **SERVER_ENV)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/ready", timeout=2) as resp:
-                    if json.loads(resp.read())["status"] == "ready":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server did not start:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.2)
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
 
 
 @pytest.fixture

@@ -4,10 +4,14 @@ accept, media both ways (checked through getStats), chat, the timer's end, histo
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import Pages
+from tests.e2e.conftest import SERVER_ENV, Pages
+from tests.napalmsky.served import start_server, stop_server
+from tests.services import free_port
 
 STATS = """async () => {
   const pc = window.napalmsky && window.napalmsky.pc;
@@ -161,3 +165,27 @@ async def test_a_partner_without_a_camera_is_shown_as_such(live_server: str,
     assert not await ada.locator("#remote-no-video").is_visible()
     await bo.click("#end-call")
     await bo.locator("#call-ended").wait_for(state="visible", timeout=10_000)
+
+
+async def test_a_call_cut_by_a_node_crash_is_told_as_such(tmp_path: Path, pages: Pages) -> None:
+    """The node dies mid-call and comes back: both pages reconnect and say the media server
+    went away, with how long the call really lasted, not that it ended while they were away."""
+    port = free_port()
+    env = {**SERVER_ENV, "NAPALMSKY_NODE_ID": "e2e-node"}
+    proc, url, _ = start_server(tmp_path, port, **env)
+    try:
+        ada, bo = await pages.new("ada"), await pages.new("bo")
+        await sign_up(ada, url, "Ada", "female")
+        bo_id = await sign_up(bo, url, "Bo", "male")
+        await invite_and_accept(ada, bo, bo_id, 300)
+        await asyncio.gather(wait_media(ada), wait_media(bo))
+        stop_server(proc, signal.SIGKILL)
+        proc, _, _ = start_server(tmp_path, port, **env)  # the same node, on the same address
+        for page in (ada, bo):
+            reason = page.locator("#call-ended-reason")
+            await reason.wait_for(state="visible", timeout=60_000)
+            text = await reason.inner_text()
+            assert "media server hosting the call went away" in text, text
+            assert "while you were offline" not in text
+    finally:
+        stop_server(proc)

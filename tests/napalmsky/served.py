@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,11 +14,12 @@ from pathlib import Path
 from tests.services import free_port
 
 
-def start_server(tmp_path: Path, **extra_env: str
+def start_server(tmp_path: Path, port: int | None = None, **extra_env: str
                  ) -> tuple[subprocess.Popen[bytes], str, Path]:
     """`napalmsky serve` on the embedded defaults in `tmp_path`, ready: (process, base URL,
-    log file). `extra_env` adds NAPALMSKY_* settings."""
-    port = free_port()
+    log file). `extra_env` adds or overrides NAPALMSKY_* settings; started again on the same
+    `tmp_path` (and `port`) it is the same node restarted, its log appended to."""
+    port = port or free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("NAPALMSKY_")}
     env.update({
         "NAPALMSKY_DATA_DIR": str(tmp_path / "data"), "NAPALMSKY_ENV_FILE": str(tmp_path / "x"),
@@ -25,7 +27,7 @@ def start_server(tmp_path: Path, **extra_env: str
         "NAPALMSKY_RTC_BIND": "127.0.0.1", **extra_env,
     })
     log_path = tmp_path / "server.log"
-    with log_path.open("w") as log:
+    with log_path.open("a") as log:
         proc = subprocess.Popen([sys.executable, "-m", "napalmsky", "serve", "--port", str(port)],
                                 cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -41,3 +43,15 @@ def start_server(tmp_path: Path, **extra_env: str
             raise RuntimeError(log_path.read_text()[-3000:])
         time.sleep(0.2)
     return proc, url, log_path
+
+
+def stop_server(proc: subprocess.Popen[bytes], how: int = signal.SIGTERM) -> None:
+    """Stop it as an operator would (SIGTERM), killing it if it does not stop in time."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(how)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -299,26 +299,6 @@ async def test_authentication_is_required_first(node: Node) -> None:
             assert ws.close_code == 4001
 
 
-async def test_sweeper_finishes_calls_of_a_dead_node(node: Node) -> None:
-    from datetime import timedelta
-
-    from core.clock import utcnow
-    from core.ids import RoomId
-
-    a, b = await node.user("Ada"), await node.user("Bo")
-    store = node.sig.api.store
-    room = RoomId(str(uuid.uuid4()))
-    start = utcnow(node.clock) - timedelta(minutes=10)
-    await store.calls.create(room_id=room, caller_id=UserId(a.user_id),
-                             callee_id=UserId(b.user_id), node_id="dead-node",
-                             started_at=start, ends_at=start + timedelta(minutes=5))
-    assert await node.sig.calls.sweep() == 1
-    call = await store.calls.get(room)
-    assert call is not None and call.end_reason is CallEndReason.NODE_LOST
-    assert len(await store.chat_history.list_for_user(UserId(a.user_id))) == 1
-    assert await node.sig.calls.sweep() == 0
-
-
 async def test_busy_people_cannot_be_invited_and_cannot_invite(node: Node) -> None:
     a, b, c = await node.user("Ada"), await node.user("Bo"), await node.user("Cy")
     await start_call(node, a, b)

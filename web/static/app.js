@@ -155,7 +155,12 @@ export function onState(state) {
     setOutgoing(null);
   }
   if (state.call) startCall(state.call);
-  else if (app.call) endCall({ roomId: app.call.roomId, reason: "missed" });
+  else if (app.call) {
+    // The call ended while this tab was away: say how, when the server knows (lastCall).
+    const last = state.lastCall;
+    endCall(last && last.roomId === app.call.roomId ? last
+      : { roomId: app.call.roomId, reason: "missed" });
+  }
   renderIncoming();
   refreshDeck();
 }

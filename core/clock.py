@@ -49,5 +49,11 @@ def utc_from_timestamp(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+def iso_utc(ts: float) -> str:
+    """A clock reading as ISO 8601 UTC with a `Z` (`2026-11-30T21:00:00.123456Z`), the form
+    the REST API's date-times take, for the signaling protocol's timestamps."""
+    return utc_from_timestamp(ts).isoformat().replace("+00:00", "Z")
+
+
 def utcnow(clock: Clock) -> datetime:
     return utc_from_timestamp(clock.time())

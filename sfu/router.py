@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from core.clock import Clock
+from core.errors import NotFound
 from sfu.events import (
     CloseReason,
     ParticipantConnected,
@@ -59,7 +60,7 @@ class Router:
     async def join(self, user_id: str) -> Transport:
         """A transport for `user_id`; an earlier one of the same user is closed (rejoin)."""
         if self.closed:
-            raise RuntimeError("router is closed")
+            raise NotFound("room not found")  # it closed while the join was on its way
         old = self.transports.get(user_id)
         if old is not None:
             await old.close(CloseReason.REPLACED)

@@ -35,6 +35,9 @@ _CLOSE_CODES = {
 }
 
 
+_INTERNAL = NapalmError("internal error")
+
+
 def _parse(data: str) -> dict[str, Any]:
     try:
         message = json.loads(data)
@@ -86,6 +89,10 @@ def sfu_routes(server: SfuServer, secret: bytes, clock: Clock) -> list[web.Route
         except NapalmError as exc:
             await _send_error(ws, exc)
             await _close(ws, exc)
+        except Exception:
+            log.exception("SFU socket failed")
+            await _send_error(ws, _INTERNAL)
+            await _close(ws, _INTERNAL)
         finally:
             # aiohttp may cancel this handler when the client goes away: the transport's close
             # runs as a task its router owns, so a cancellation here cannot skip it.

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from core.clock import Clock, utc_from_timestamp, utcnow
+from core.clock import Clock, iso_utc, utc_from_timestamp, utcnow
 from core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -122,6 +122,10 @@ class Invite:
         return {"inviteId": self.invite_id, "from": {"id": self.from_id, "name": self.from_name},
                 "to": self.to_id, "seconds": self.seconds, "expiresAt": self.expires_at}
 
+    def wire(self) -> dict[str, Any]:
+        """As the protocol sends it: the expiry in ISO 8601."""
+        return {**self.to_json(), "expiresAt": iso_utc(self.expires_at)}
+
     @classmethod
     def from_json(cls, raw: str) -> Invite:
         d = json.loads(raw)
@@ -210,7 +214,7 @@ class CallService:
         await self.live.set_add(f"invite:to:{to}", invite_id, rules.invite_ttl)
         self.timers.call_at(expires_at, f"invite:{invite_id}",
                             lambda: self._expire(invite_id))
-        await self.send(to, "call:invite", **invite.to_json())
+        await self.send(to, "call:invite", **invite.wire())
         return invite
 
     async def _take(self, invite_id: str) -> Invite | None:
@@ -312,12 +316,12 @@ class CallService:
                                 self.rules.join_token_ttl)
         messages = [
             {"roomId": room_id, "from": m.sender_id, "text": m.text,
-             "sentAt": m.sent_at.timestamp(), "messageId": m.message_id}
+             "sentAt": iso_utc(m.sent_at.timestamp()), "messageId": m.message_id}
             for m in await self.store.calls.messages(RoomId(room_id))
         ]
         return {
             "roomId": room_id,
-            "endsAt": call.ends_at.timestamp(),
+            "endsAt": iso_utc(call.ends_at.timestamp()),
             "partner": {"id": partner, "name": partner_user.name if partner_user else ""},
             "sfu": {"url": placed_url, "token": token},
             "iceServers": self.ice_servers,
@@ -325,6 +329,17 @@ class CallService:
         }
 
     # ---- during the call ----
+
+    async def join_grant(self, user_id: str, room_id: str) -> dict[str, Any]:
+        """A fresh SFU join token for a participant of a running call (a token lives
+        `join_token_ttl` seconds, calls may run longer): `{"sfu": {"url", "token"},
+        "expiresAt"}`. FailedPrecondition when the user is not in that call."""
+        await self._room_of(user_id, room_id)
+        token = mint_join_token(self.node_secret, room_id, user_id, self.clock,
+                                self.rules.join_token_ttl)
+        url = await self.live.get(f"room:sfu:{room_id}") or ""
+        return {"sfu": {"url": url, "token": token},
+                "expiresAt": iso_utc(self.clock.time() + self.rules.join_token_ttl)}
 
     async def _room_of(self, user_id: str, room_id: str) -> None:
         if await self.presence.current_call(user_id) != room_id:
@@ -340,7 +355,7 @@ class CallService:
         call = await self.store.calls.get(RoomId(room_id))
         assert call is not None
         out = {"roomId": room_id, "from": user_id, "text": text,
-               "sentAt": stored.sent_at.timestamp(), "messageId": stored.message_id}
+               "sentAt": iso_utc(stored.sent_at.timestamp()), "messageId": stored.message_id}
         for user in (call.caller_id, call.callee_id):
             await self.send(user, "room:message", **out)
         return out
@@ -521,7 +536,8 @@ class CallService:
         `endedAt`), for a client that was away when `call:ended` was sent; kept an hour."""
         raw = await self._best_effort(self.live.get(f"call:last:{user_id}"), "last call")
         if raw is not None:
-            return dict(json.loads(raw))
+            last = dict(json.loads(raw))
+            return {**last, "endedAt": iso_utc(float(last["endedAt"]))}
         # Live state forgets (a single node's memory across a restart): the record does not.
         call = await self.store.calls.last_ended(UserId(user_id))
         if call is None or call.ended_at is None or call.end_reason is None:
@@ -532,7 +548,7 @@ class CallService:
         return {"roomId": str(call.room_id), "reason": call.end_reason.value,
                 "durationSeconds": CallEnd(call.end_reason, ended_at).duration(
                     CallFacts.of(call)),
-                "endedAt": ended_at}
+                "endedAt": iso_utc(ended_at)}
 
     # ---- node liveness and recovery ----
 
@@ -638,11 +654,11 @@ class CallService:
         for invite_id in await self.live.set_members(f"invite:to:{user_id}"):
             raw = await self.live.get(f"invite:{invite_id}")
             if raw is not None:
-                incoming.append(Invite.from_json(raw).to_json())
+                incoming.append(Invite.from_json(raw).wire())
         outgoing = None
         mine = await self.live.get(f"invite:caller:{user_id}")
         if mine is not None:
             raw = await self.live.get(f"invite:{mine}")
             if raw is not None:
-                outgoing = Invite.from_json(raw).to_json()
+                outgoing = Invite.from_json(raw).wire()
         return {"incoming": incoming, "outgoing": outgoing}

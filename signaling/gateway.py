@@ -21,7 +21,7 @@ from aiohttp import WSMsgType, web
 
 from core import context
 from core.accounts import SESSIONS_CHANNEL, AccountService, AuthContext
-from core.clock import Clock
+from core.clock import Clock, iso_utc
 from core.errors import ErrorCode, InvalidArgument, NapalmError, RateLimited, Unauthenticated
 from core.ids import UserId, new_id
 from core.live import Bus, Subscription, user_channel
@@ -41,6 +41,7 @@ from signaling.protocol import (
     error,
     event,
     field_str,
+    request_id,
 )
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ class Gateway:
             "call:cancel": self._cancel,
             "room:message": self._message,
             "room:leave": self._leave,
+            "call:token": self._token,
         }
 
     async def start(self) -> None:
@@ -341,6 +343,8 @@ class Gateway:
                 result = await handler(conn, frame.data)
                 await conn.send(ack(frame_id, **result))
             except NapalmError as exc:
+                if frame_id is None:  # a frame that did not parse may still carry its id
+                    frame_id = request_id(msg.data)
                 await conn.send(error(frame_id, exc.code, exc.message))
             except Exception:
                 log.exception("signaling handler failed")
@@ -373,7 +377,7 @@ class Gateway:
             raise InvalidArgument("'seconds' must be an integer")
         invite = await self.calls.invite(conn.user_id, field_str(data, "to", max_length=64),
                                          seconds)
-        return {"inviteId": invite.invite_id, "expiresAt": invite.expires_at}
+        return {"inviteId": invite.invite_id, "expiresAt": iso_utc(invite.expires_at)}
 
     async def _accept(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
         room_id = await self.calls.accept(conn.user_id, field_str(data, "inviteId"))
@@ -393,6 +397,9 @@ class Gateway:
             raise InvalidArgument("'text' must be a string")
         out = await self.calls.message(conn.user_id, field_str(data, "roomId"), text)
         return {"messageId": out["messageId"]}
+
+    async def _token(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
+        return await self.calls.join_grant(conn.user_id, field_str(data, "roomId"))
 
     async def _leave(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
         await self.calls.leave(conn.user_id, field_str(data, "roomId"))

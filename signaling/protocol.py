@@ -19,9 +19,7 @@ MAX_ID_LENGTH = 64
 # WebSocket close codes this gateway uses.
 CLOSE_AUTH_TIMEOUT = 4001
 CLOSE_UNAUTHENTICATED = 4401
-CLOSE_BAD_FRAME = 4400
 CLOSE_FLOOD = 4429
-CLOSE_REPLACED = 4409
 CLOSE_TOO_MANY_SOCKETS = 4430
 
 
@@ -38,11 +36,11 @@ class Frame:
 
     @classmethod
     def parse(cls, text: str) -> Frame:
-        if len(text.encode("utf-8")) > MAX_FRAME_BYTES:
+        if len(text.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
             raise InvalidArgument(f"frame is larger than {MAX_FRAME_BYTES} bytes")
         try:
             raw = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the decoder's limit
             raise InvalidArgument("frame is not valid JSON") from None
         if not isinstance(raw, dict):
             raise InvalidArgument("frame must be a JSON object")
@@ -65,6 +63,22 @@ class Frame:
             out["id"] = self.id
         out["data"] = self.data
         return json.dumps(out, separators=(",", ":"))
+
+
+def request_id(text: object) -> FrameId | None:
+    """The `id` of a frame that failed to parse, when one can still be read from it, so its
+    error still reaches the request it answers; None otherwise (not JSON, or no usable id)."""
+    if not isinstance(text, str) or len(text) > MAX_FRAME_BYTES:
+        return None
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    frame_id = raw.get("id") if isinstance(raw, dict) else None
+    if isinstance(frame_id, bool) or not isinstance(frame_id, (str, int)) \
+            or len(str(frame_id)) > MAX_ID_LENGTH:
+        return None
+    return frame_id
 
 
 def event(kind: str, **data: Any) -> str:

@@ -79,10 +79,17 @@ async def test_two_browsers_call_each_other(live_server: str, pages: Pages) -> N
     dialog = bo.locator("#incoming-invite")
     await dialog.wait_for(state="visible", timeout=10_000)
     assert "Ada" in await dialog.inner_text()
+    # the protocol's ISO 8601 times become countdowns: seconds left, never NaN
+    countdown = int(await bo.locator("#invite-countdown").inner_text())
+    assert 0 < countdown <= 30
+    outgoing = await ada.locator("#outgoing-countdown").inner_text()
+    assert "NaN" not in outgoing and "s)" in outgoing
     await bo.click("#accept-invite")
 
     for page in (ada, bo):
         await page.locator("#call").wait_for(state="visible", timeout=10_000)
+        left = await page.locator("#time-left").inner_text()
+        assert "NaN" not in left and ":" in left, left
     media = await asyncio.gather(wait_media(ada), wait_media(bo))
     assert all(m["framesDecoded"] > 0 and m["audioPackets"] > 0 for m in media)
 

@@ -84,7 +84,7 @@ async def start_call(a: Person, b: Person) -> tuple[str, float]:
     room_id = (await b.request("call:accept", inviteId=invite["inviteId"]))["roomId"]
     start = await a.next("call:start")
     assert start is not None and start["roomId"] == room_id
-    return room_id, float(start["endsAt"]) - BOOKED
+    return room_id, datetime.fromisoformat(start["endsAt"]).timestamp() - BOOKED
 
 
 def alive_for(db: Path, room_id: str) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,9 @@ async def test_the_whole_call(node: Node) -> None:
     for client in (a, b):
         start = await client.next("call:start")
         assert start["roomId"] == room_id
-        assert start["endsAt"] == pytest.approx(node.clock.time() + 60, abs=1)
+        ends_at = datetime.fromisoformat(start["endsAt"]).timestamp()  # ISO 8601, as REST
+        assert start["endsAt"].endswith("Z")
+        assert ends_at == pytest.approx(node.clock.time() + 60, abs=1)
         assert start["sfu"]["url"].endswith("/sfu/ws")
         grant = verify_join_token(secret, start["sfu"]["token"], SystemClock(), room_id)
         assert grant.user_id == client.user_id

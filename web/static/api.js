@@ -47,6 +47,11 @@ export function humanError(err) {
   return (err && err.message) || String(err);
 }
 
+/** Seconds since the epoch from a protocol timestamp (ISO 8601, like the REST API's). */
+export function seconds(iso) {
+  return Date.parse(iso) / 1000;
+}
+
 // Estimated offset (ms) between the server's clock and ours, from the Date header.
 let clockOffsetMs = 0;
 export function serverNow() {

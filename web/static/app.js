@@ -1,6 +1,6 @@
 // Napalm Sky web client: session, signaling events, timers and wiring; the entry point.
 
-import { api, getToken, setToken, serverNow } from "./api.js";
+import { api, getToken, setToken, serverNow, seconds } from "./api.js";
 import { Signaling } from "./signaling.js";
 import { napalmsky } from "./call.js";
 import {
@@ -142,14 +142,16 @@ export function onState(state) {
   if (state.user && app.me && state.user.id !== app.me.id) return;
   const invites = state.invites || {};
   const now = serverNow() / 1000;
-  app.incoming = (invites.incoming || []).filter((i) => i.expiresAt > now);
+  app.incoming = (invites.incoming || []).map((i) => ({ ...i, expiresAt: seconds(i.expiresAt) }))
+    .filter((i) => i.expiresAt > now);
   const out = invites.outgoing;
   if (out && !state.call) {
     const person = app.deck.get(out.to);
     const name = app.outgoing && app.outgoing.inviteId === out.inviteId ? app.outgoing.toName
       : person ? person.name : "them";
     if (!app.outgoing || app.outgoing.inviteId !== out.inviteId) {
-      setOutgoing({ inviteId: out.inviteId, expiresAt: out.expiresAt, toId: out.to, toName: name });
+      setOutgoing({ inviteId: out.inviteId, expiresAt: seconds(out.expiresAt), toId: out.to,
+        toName: name });
     }
   } else if (app.outgoing) {
     setOutgoing(null);

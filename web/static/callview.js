@@ -1,6 +1,6 @@
 // The call screen: start, resume, end, chat, mic/camera toggles and media messages.
 
-import { humanError } from "./api.js";
+import { humanError, seconds } from "./api.js";
 import { $, show, hide, h, clearNotice, closeDialog, formatDuration } from "./ui.js";
 import { failed, tick } from "./app.js";
 import { refreshDeck, updateInviteButtons, setOutgoing, renderIncoming } from "./deck.js";
@@ -11,7 +11,7 @@ import { app, showScreen, focusHeading } from "./state.js";
 export function startCall(info) {
   if (app.call && app.call.roomId === info.roomId) {
     // Resume (after a reconnect): same room, fresh SFU token.
-    app.call.endsAt = info.endsAt;
+    app.call.endsAt = seconds(info.endsAt);
     app.call.partner = info.partner || app.call.partner;
     showScreen("call");
     if (app.media.isHealthy(info.roomId)) app.media.updateInfo(info);
@@ -26,7 +26,7 @@ export function startCall(info) {
   hide($("call-ended"));
   clearNotice();
   app.call = { roomId: info.roomId, partner: info.partner || { id: "", name: "" },
-    endsAt: info.endsAt, leaving: false, seen: new Set() };
+    endsAt: seconds(info.endsAt), leaving: false, seen: new Set() };
   $("call-partner").textContent = app.call.partner.name || "someone";
   $("chat-log").replaceChildren();
   $("chat-input").value = "";

@@ -1,6 +1,6 @@
 // Call-length choices, the deck of people online, and invites both ways.
 
-import { api } from "./api.js";
+import { api, seconds } from "./api.js";
 import {
   $, show, hide, h, showError, clearError, notify, openDialog, closeDialog, formatDuration,
   initials
@@ -137,7 +137,7 @@ export async function invite(userId) {
   try {
     const ack = await app.signaling.request("call:invite", data);
     if (app.call) return;
-    setOutgoing({ inviteId: ack.inviteId, expiresAt: ack.expiresAt, toId: userId,
+    setOutgoing({ inviteId: ack.inviteId, expiresAt: seconds(ack.expiresAt), toId: userId,
       toName: person ? person.name : "them" });
     // Start the camera while they decide: it is ready when the call starts.
     app.media.acquireMedia();
@@ -179,7 +179,7 @@ export async function cancelInvite() {
 
 export function addIncoming(invite) {
   if (app.incoming.some((i) => i.inviteId === invite.inviteId)) return;
-  app.incoming.push(invite);
+  app.incoming.push({ ...invite, expiresAt: seconds(invite.expiresAt) });
   renderIncoming();
 }
 

@@ -38,11 +38,20 @@ class Endpoint:
     response: type[BaseModel] | None = None
     status: int = 200
     errors: tuple[ErrorCode, ...] = ()
+    #: Path and query parameters, a field each: those named `{like_this}` in the path are path
+    #: parameters, the others query parameters. Checked before the handler runs (400).
+    params: type[BaseModel] | None = None
+
+    def parameters(self) -> type[BaseModel] | None:
+        return self.params
 
     def error_codes(self) -> list[ErrorCode]:
-        codes = set(self.errors) | {ErrorCode.RATE_LIMITED, ErrorCode.UNAVAILABLE}
-        if self.request is not None or self.request_media:
-            codes |= {ErrorCode.INVALID_ARGUMENT}
+        # Every request's path and query are checked for storable text (400), and a backing
+        # service may be down (503) or a budget spent (429).
+        codes = set(self.errors) | {ErrorCode.INVALID_ARGUMENT, ErrorCode.RATE_LIMITED,
+                                    ErrorCode.UNAVAILABLE}
+        if self.request is not None:  # parse_body: not JSON (415), over 1 MB (413)
+            codes |= {ErrorCode.UNSUPPORTED_MEDIA_TYPE, ErrorCode.PAYLOAD_TOO_LARGE}
         if self.auth != "none":
             codes.add(ErrorCode.UNAUTHENTICATED)
         if self.auth == "admin":
@@ -94,11 +103,70 @@ def dump(model: BaseModel, status: int = 200) -> web.Response:
     return web.json_response(model.model_dump(mode="json"), status=status)
 
 
+def parse_params(request: web.Request, model: type[M]) -> M:
+    """The request's path and query parameters as `model` (other query parameters are
+    ignored); InvalidArgument naming the parameter otherwise, a repeated one included."""
+    data: dict[str, str] = {}
+    for name in model.model_fields:
+        if name in request.match_info:
+            data[name] = request.match_info[name]
+            continue
+        values = request.query.getall(name, [])
+        if len(values) > 1:
+            raise InvalidArgument(f"{name} must be given once")
+        if values:
+            data[name] = values[0]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "parameters"
+        raise InvalidArgument(f"{where}: {first['msg']}") from None
+
+
+def _checking_params(handler: Handler, model: type[BaseModel]) -> Handler:
+    async def checked(request: web.Request) -> web.StreamResponse:
+        parse_params(request, model)
+        return await handler(request)
+
+    return checked
+
+
 def routes(endpoints: Sequence[Endpoint]) -> list[web.RouteDef]:
-    return [web.route(e.method, e.path, e.handler) for e in endpoints]
+    defs = []
+    for e in endpoints:
+        params = e.parameters()
+        handler = e.handler if params is None else _checking_params(e.handler, params)
+        defs.append(web.route(e.method, e.path, handler))
+    return defs
 
 
-def openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) -> dict[str, Any]:
+def _parameters(e: Endpoint, model: type[BaseModel] | None) -> list[dict[str, Any]]:
+    names = [p[1:-1] for p in e.path.split("/") if p.startswith("{")]
+    if model is None:
+        return [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in names]
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        prop = {k: v for k, v in prop.items() if k != "title"}
+        description = prop.pop("description", None)
+        where = "path" if name in names else "query"
+        parameter: dict[str, Any] = {"name": name, "in": where,
+                                     "required": where == "path" or name in required,
+                                     "schema": prop}
+        if description:
+            parameter["description"] = description
+        parameters.append(parameter)
+    missing = set(names) - set(schema["properties"])
+    if missing:
+        raise ValueError(f"{e.method} {e.path}: no parameter declared for {sorted(missing)}")
+    return parameters
+
+
+def openapi(endpoints: Sequence[Endpoint], *, title: str, version: str,
+            description: str | None = None) -> dict[str, Any]:
     schemas: dict[str, Any] = {}
 
     def ref(model: type[BaseModel]) -> dict[str, str]:
@@ -120,12 +188,9 @@ def openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) -> dict[
             operation["security"] = [{"bearerAuth": []}]
             if e.auth == "admin":
                 operation["description"] = "Admins only, with a session that passed TOTP."
-        params = [p[1:-1] for p in e.path.split("/") if p.startswith("{")]
-        if params:
-            operation["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in params
-            ]
+        parameters = _parameters(e, e.parameters())
+        if parameters:
+            operation["parameters"] = parameters
         if e.request is not None:
             operation["requestBody"] = {
                 "required": True, "content": {"application/json": {"schema": ref(e.request)}}}
@@ -146,10 +211,17 @@ def openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) -> dict[
                 "description": "error code: " + ", ".join(codes),
                 "content": {"application/json": {"schema": error_ref}},
             }
+            if status == STATUS_BY_CODE[ErrorCode.RATE_LIMITED]:
+                operation["responses"][str(status)]["headers"] = {"Retry-After": {
+                    "description": "Seconds until the budget allows this request again.",
+                    "required": True, "schema": {"type": "integer", "minimum": 1}}}
         paths.setdefault(e.path, {})[e.method.lower()] = operation
+    info = {"title": title, "version": version}
+    if description:
+        info["description"] = description
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version},
+        "info": info,
         "paths": paths,
         "components": {
             "schemas": schemas,

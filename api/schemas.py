@@ -1,23 +1,153 @@
 """Request and response schemas of the REST API (pydantic): they validate input and generate
-the OpenAPI document, so the two cannot disagree."""
+the OpenAPI document, so the two cannot disagree.
+
+Every rule the server applies to an input is a constraint here (a length, an enum, a pattern),
+checked by pydantic with the same regular-expression dialect the document states (Unicode
+classes, `$` only at the very end), so the document says exactly what is accepted. Rules JSON
+Schema cannot state (a password's byte length, the common-password list) are in the field's
+description and enforced by the same function the domain uses. A broken rule is a 400 whose
+message names the field.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
+from core.accounts import MAX_NAME
+from core.errors import ErrorCode, InvalidArgument
+from core.passwords import MAX_BYTES as PASSWORD_MAX_BYTES
+from core.passwords import MIN_LENGTH as PASSWORD_MIN_LENGTH
+from core.passwords import check_password
 from core.store import Gender
 
-SOCIAL_PLATFORMS = ("instagram", "tiktok", "x", "snapchat", "linkedin", "website")
-_HANDLE = re.compile(r"^@?[A-Za-z0-9._]{1,30}$")
-_HTTPS = re.compile(r"^https://[A-Za-z0-9.-]+(?::\d{1,5})?(?:/[^\s]*)?$")
+SocialPlatform = Literal["instagram", "tiktok", "x", "snapchat", "linkedin", "website"]
+SOCIAL_PLATFORMS: tuple[str, ...] = get_args(SocialPlatform)
+SOCIAL_MAX_LENGTH = 200
+#: A handle (`@` optional) or an https URL written in printable ASCII (IRIs percent-encoded).
+SOCIAL_PATTERN = (r"^(?:@?[A-Za-z0-9._]{1,30}"
+                  r"|https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[!-~]*)?)$")
+#: Letters, marks, digits, punctuation, symbols and plain spaces (Python's `str.isprintable`),
+#: with at least one that is not a space: no tabs, line breaks, control or format characters.
+NAME_PATTERN = r"^ *[\p{L}\p{M}\p{N}\p{P}\p{S}][\p{L}\p{M}\p{N}\p{P}\p{S} ]*$"
+#: An address as typed: an ASCII local part, a host name of letters, digits and hyphens.
+EMAIL_PATTERN = (r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}"
+                 r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                 r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+EMAIL_MAX_LENGTH = 254
+#: No NUL character (a database cannot store one).
+NO_NUL = r"^[^\x00]*$"
+DECK_MAX_PAGE = 50
+DECK_DEFAULT_PAGE = 20
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
-Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=254)]
-Password = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+def _reasons(field: str, **reason_by_error: str) -> WrapValidator:
+    """Turn the constraint a value broke into a 400 that names the field in plain words:
+    `reason_by_error` maps a pydantic error type (`string_too_long`, ...) to the reason."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as exc:
+            reason = reason_by_error.get(exc.errors()[0]["type"])
+            if reason is None:
+                raise
+            raise InvalidArgument(f"{field} {reason}") from None
+
+    return WrapValidator(validate)
+
+
+def _rule(check: Callable[[str], object]) -> WrapValidator:
+    """Apply the domain's own check (it raises InvalidArgument with its message) to a string
+    before the constraints the document states, which it implies."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if isinstance(value, str):
+            check(value)
+        return handler(value)
+
+    return WrapValidator(validate)
+
+
+def _check_login_password(password: str) -> None:
+    if len(password.encode("utf-8")) > PASSWORD_MAX_BYTES:
+        raise InvalidArgument(f"password must be at most {PASSWORD_MAX_BYTES} bytes")
+
+
+Name = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_NAME, pattern=NAME_PATTERN),
+    Field(description="Printable text on one line; runs of spaces are collapsed and the ends "
+                      "trimmed."),
+    _reasons("name", string_too_short="must not be empty",
+             string_too_long=f"must be at most {MAX_NAME} characters",
+             string_pattern_mismatch="must be printable text on one line, not blank"),
+]
+Email = Annotated[
+    str,
+    StringConstraints(max_length=EMAIL_MAX_LENGTH, pattern=EMAIL_PATTERN),
+    Field(description="An email address (compared without regard to case)."),
+    _reasons("email", string_too_long="is not a valid address",
+             string_pattern_mismatch="is not a valid address"),
+]
+NewPassword = Annotated[
+    str,
+    StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_BYTES,
+                      pattern=NO_NUL),
+    Field(json_schema_extra={"format": "password"},
+          description=f"{PASSWORD_MIN_LENGTH} characters or more, at most {PASSWORD_MAX_BYTES} "
+                      "bytes in UTF-8, not one of the commonly used passwords."),
+    _rule(check_password),
+]
+LoginEmail = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=EMAIL_MAX_LENGTH, pattern=NO_NUL),
+    Field(description="The account's email address; one that is not an address is simply "
+                      "not found (401)."),
+]
+LoginPassword = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=PASSWORD_MAX_BYTES, pattern=NO_NUL),
+    Field(json_schema_extra={"format": "password"},
+          description=f"At most {PASSWORD_MAX_BYTES} bytes in UTF-8 (no longer password can "
+                      "exist)."),
+    _rule(_check_login_password),
+]
+SocialLink = Annotated[
+    str, StringConstraints(max_length=SOCIAL_MAX_LENGTH, pattern=SOCIAL_PATTERN),
+    Field(description="A handle (letters, digits, `.` and `_`, `@` optional, at most 30) or an "
+                      f"https URL in printable ASCII, at most {SOCIAL_MAX_LENGTH} characters."),
+]
+
+
+def _socials_reasons(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["type"] == "literal_error" and error["loc"][-1:] == ("[key]",):
+            raise InvalidArgument(f"socials: unknown platform {str(error['loc'][0])[:20]!r}; "
+                                  f"one of {', '.join(SOCIAL_PLATFORMS)}") from None
+        if error["type"] in ("string_pattern_mismatch", "string_too_long") and error["loc"]:
+            raise InvalidArgument(f"socials.{error['loc'][0]} must be a handle or an https "
+                                  f"URL of at most {SOCIAL_MAX_LENGTH} characters") from None
+        raise
+
+
+Socials = Annotated[dict[SocialPlatform, SocialLink], WrapValidator(_socials_reasons)]
 
 
 class Request(BaseModel):
@@ -31,45 +161,76 @@ class GuestRequest(Request):
 
 class RegisterRequest(Request):
     email: Email
-    password: Password
+    password: NewPassword
     name: Name
     gender: Gender
 
 
 class LoginRequest(Request):
-    email: Email
-    password: Password
+    email: LoginEmail
+    password: LoginPassword
 
 
 class UpgradeRequest(Request):
     email: Email
-    password: Password
+    password: NewPassword
 
 
 class TotpRequest(Request):
-    code: Annotated[str, StringConstraints(pattern=r"^\d{6}$")]
-
-
-def check_socials(value: dict[str, str]) -> dict[str, str]:
-    for platform, handle in value.items():
-        if platform not in SOCIAL_PLATFORMS:
-            raise ValueError(f"unknown platform {platform[:20]!r}")
-        if len(handle) > 200 or not (_HANDLE.match(handle) or _HTTPS.match(handle)):
-            raise ValueError(f"{platform} must be a handle or an https URL")
-    return value
+    code: Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$"),
+                    Field(description="The 6-digit code of the admin's authenticator."),
+                    _reasons("code", string_pattern_mismatch="must be 6 digits")]
 
 
 class ProfilePatch(Request):
     name: Name | None = None
     gender: Gender | None = None
-    socials: dict[str, str] | None = Field(
-        default=None, description=f"platform -> handle or https URL; platforms: "
-        f"{', '.join(SOCIAL_PLATFORMS)}")
+    socials: Socials | None = Field(
+        default=None, description="Replaces all my socials: platform -> handle or https URL.")
 
-    @field_validator("socials")
-    @classmethod
-    def _socials(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        return None if value is None else check_socials(value)
+
+# ---- path and query parameters (one field per parameter; path ones are named in the path) ----
+
+
+def _query_integer(field: str) -> BeforeValidator:
+    """A query integer as written: ASCII digits with an optional sign (what the document's
+    `integer` means on the wire), nothing that Python's int() would also read (` 5`, `5_0`)."""
+
+    def parse(value: Any) -> Any:
+        if isinstance(value, str):
+            if not re.fullmatch(r"[+-]?[0-9]+", value):
+                raise InvalidArgument(f"{field} must be an integer")
+            return int(value)
+        return value
+
+    return BeforeValidator(parse)
+
+
+class Parameters(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class UserPath(Parameters):
+    user_id: Annotated[str, Field(json_schema_extra={"format": "uuid"},
+                                  description="A user's id; any other text finds no one (404).")]
+
+
+class DeckQuery(Parameters):
+    limit: Annotated[
+        int, Field(ge=1, le=DECK_MAX_PAGE, description="People per page."),
+        _query_integer("limit"),
+        _reasons("limit", greater_than_equal=f"must be between 1 and {DECK_MAX_PAGE}",
+                 less_than_equal=f"must be between 1 and {DECK_MAX_PAGE}"),
+    ] = DECK_DEFAULT_PAGE
+    cursor: Annotated[
+        str, StringConstraints(max_length=36, pattern=r"^[0-9a-f-]*$"),
+        Field(description="`nextCursor` of the previous page; empty or absent for the first."),
+        _reasons("cursor", string_too_long="must be a nextCursor from a previous page",
+                 string_pattern_mismatch="must be a nextCursor from a previous page"),
+    ] = ""
+
+
+# ---- responses ----
 
 
 class PublicUser(BaseModel):
@@ -123,7 +284,7 @@ class AdminUser(Me):
 
 
 class ErrorBody(BaseModel):
-    code: str
+    code: ErrorCode
     message: str
 
 

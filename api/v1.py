@@ -27,11 +27,12 @@ from api.schemas import (
     SelfieResponse,
     TotpRequest,
     UpgradeRequest,
+    UserPath,
 )
 from core.accounts import AccountService, AuthContext, SignedIn, check_name
 from core.blobs import BlobStore
 from core.clock import Clock, utcnow
-from core.errors import ErrorCode, NotFound, Unauthenticated
+from core.errors import ErrorCode, NotFound, Unauthenticated, UnsupportedMediaType
 from core.ids import UserId, is_uuid
 from core.store import Store, User, UserChanges
 from recorder.selfie import MAX_UPLOAD_BYTES, process_selfie_async
@@ -40,6 +41,7 @@ PREFIX = "/api/v1"
 HOUR = 3600.0
 MINUTE = 60.0
 SELFIE_URL_TTL = 3600
+SELFIE_MEDIA = ("image/jpeg", "image/png", "image/webp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +155,7 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
         if body.gender is not None:
             changes["gender"] = body.gender
         if body.socials is not None:
-            changes["socials"] = body.socials
+            changes["socials"] = {str(platform): link for platform, link in body.socials.items()}
         ctx = get()
         user = await ctx.accounts.user(auth)
         if changes:
@@ -179,6 +181,8 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
 
     async def put_selfie(request: web.Request) -> web.Response:
         auth = await authed(request)
+        if request.content_type not in SELFIE_MEDIA:
+            raise UnsupportedMediaType(f"a selfie is sent as {', '.join(SELFIE_MEDIA)}")
         data = await read_body(request, MAX_UPLOAD_BYTES, "image is larger than 5 MB")
         image = await process_selfie_async(data)
         ctx = get()
@@ -235,20 +239,36 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
                  response=MetricsResponse),
         Endpoint("PUT", f"{PREFIX}/me/selfie", put_selfie,
                  "Upload my selfie (JPEG, PNG or WebP, at most 5 MB)", auth="user",
-                 request_media=("image/jpeg", "image/png", "image/webp"),
+                 request_media=SELFIE_MEDIA,
                  response=SelfieResponse,
                  errors=(E.PAYLOAD_TOO_LARGE, E.UNSUPPORTED_MEDIA_TYPE)),
         Endpoint("GET", f"{PREFIX}/users/{{user_id}}", get_user, "A user's public profile",
-                 auth="user", response=PublicUser, errors=(E.NOT_FOUND,)),
+                 auth="user", params=UserPath, response=PublicUser, errors=(E.NOT_FOUND,)),
         Endpoint("GET", f"{PREFIX}/admin/users/{{user_id}}", admin_get_user,
-                 "Admins: a user's account", auth="admin", response=AdminUser,
-                 errors=(E.NOT_FOUND,)),
+                 "Admins: a user's account", auth="admin", params=UserPath,
+                 response=AdminUser, errors=(E.NOT_FOUND,)),
     ]
     return endpoints
 
 
+DESCRIPTION = (
+    "The REST API: every operation under /api/v1. Errors are JSON "
+    "`{\"error\": {\"code\", \"message\"}}` with a stable code. The signaling WebSocket, "
+    "GET /ws (a 101 upgrade, then JSON frames), is not a REST operation and is described in "
+    "docs/protocol.md."
+)
+
+
+def rest_document(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]:
+    """The OpenAPI document of the REST operations among `endpoints`: those under PREFIX (the
+    /ws socket is not one)."""
+    rest = [e for e in endpoints if e.path.startswith(f"{PREFIX}/")]
+    return openapi(rest, title="Napalm Sky API", version=version, description=DESCRIPTION)
+
+
 def openapi_endpoint(endpoints: Sequence[Endpoint], version: str) -> Endpoint:
-    document = openapi(endpoints, title="Napalm Sky API", version=version)
+    """GET /api/v1/openapi.json: `rest_document(endpoints)`."""
+    document = rest_document(endpoints, version)
 
     async def serve(request: web.Request) -> web.Response:
         return web.json_response(document)

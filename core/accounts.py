@@ -138,7 +138,8 @@ class AccountService:
             valid = False
             if self._dummy_hash is None:
                 # The first time: hashing costs what a verification does (same cost factor).
-                self._dummy_hash = await self.hasher.hash(password)
+                # A fixed string: the attempted password may be one bcrypt cannot hash.
+                self._dummy_hash = await self.hasher.hash("not-a-password-of-anyone")
             else:
                 await self.hasher.verify(password, self._dummy_hash)
         if user is None or not valid:

@@ -9,9 +9,9 @@ from datetime import datetime
 from aiohttp import web
 from pydantic import BaseModel
 
-from api.endpoints import Endpoint, dump
+from api.endpoints import Endpoint, dump, parse_params
+from api.schemas import DeckQuery
 from api.v1 import PREFIX, SELFIE_URL_TTL, ApiContext, authenticate_request
-from core.errors import InvalidArgument
 from core.ids import UserId
 from core.store import BanStatus
 from signaling.calls import CallService
@@ -20,8 +20,6 @@ from signaling.presence import Presence
 from signaling.protocol import PROTOCOL_VERSION
 from signaling.recovery import NodeKeeper
 from signaling.timers import Timers
-
-MAX_PAGE = 50
 
 
 class ClientConfig(BaseModel):
@@ -91,13 +89,8 @@ def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
     async def deck(request: web.Request) -> web.Response:
         ctx = get()
         auth = await authenticate_request(request, ctx.api)
-        try:
-            limit = int(request.query.get("limit", "20"))
-        except ValueError:
-            raise InvalidArgument("limit must be an integer") from None
-        if not 1 <= limit <= MAX_PAGE:
-            raise InvalidArgument(f"limit must be between 1 and {MAX_PAGE}")
-        cursor = request.query.get("cursor", "")
+        query = parse_params(request, DeckQuery)
+        limit, cursor = query.limit, query.cursor
         me = str(auth.user_id)
         store = ctx.api.store
         cooling = {str(u) for u in await store.cooldowns.active_partners(auth.user_id)}
@@ -149,7 +142,7 @@ def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
         Endpoint("GET", f"{PREFIX}/deck", deck,
                  "People available to call: online, not me, not busy, not banned, not in "
                  "cooldown with me (paginated by `cursor`, `limit` up to 50)",
-                 auth="user", response=DeckPage),
+                 auth="user", response=DeckPage, params=DeckQuery),
         Endpoint("GET", f"{PREFIX}/me/calls", my_calls, "My call history, newest first",
                  auth="user", response=CallHistory),
     ]

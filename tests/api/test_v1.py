@@ -396,6 +396,191 @@ async def test_openapi_describes_every_route(api: Api) -> None:
     assert guest["additionalProperties"] is False
 
 
+# What an outside audit and schemathesis found (tests/api/test_openapi_schemathesis.py runs
+# schemathesis over the whole document against a real server).
+
+
+async def test_openapi_documents_every_status_an_operation_answers(api: Api) -> None:
+    """Every operation with a JSON body answers 415 (not JSON) and 413 (over 1 MB), every one
+    answers 400 (unstorable text in a path or query), 429 with its Retry-After."""
+    doc = (await api.call("GET", "/openapi.json"))[1]
+    json_bodies = 0
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            assert {"400", "429", "503"} <= set(responses), (method, path)
+            assert "Retry-After" in responses["429"]["headers"]
+            if "application/json" in operation.get("requestBody", {}).get("content", {}):
+                json_bodies += 1
+                assert {"413", "415"} <= set(responses), (method, path)
+    assert json_bodies == 6
+    token, _ = await api.guest()
+    for method, path, body in (("POST", "/auth/guest", b"name=Ada"),
+                               ("POST", "/auth/login", b"x"),
+                               ("POST", "/auth/upgrade", b"x"), ("POST", "/auth/totp", b"x"),
+                               ("POST", "/auth/register", b"x"), ("PATCH", "/me", b"x")):
+        status, answer = await api.call(method, path, token, data=body,
+                                        headers={"Content-Type": "text/plain"})
+        assert (status, error(answer)) == (415, "unsupported_media_type"), path
+        assert "415" in doc["paths"][PREFIX + path][method.lower()]["responses"]
+
+
+async def test_openapi_leaves_out_the_websocket(aiohttp_client: AiohttpClient, tmp_path: Path,
+                                                database_url: str | None) -> None:
+    api = await make_api(aiohttp_client, tmp_path, {"NAPALMSKY_ROLES": "api,signaling"},
+                         database_url)
+    doc = (await api.call("GET", "/openapi.json"))[1]
+    assert "/ws" not in doc["paths"]
+    assert all(path.startswith(f"{PREFIX}/") for path in doc["paths"])
+    assert "/ws" in doc["info"]["description"] and "docs/protocol.md" in doc["info"]["description"]
+    assert f"{PREFIX}/deck" in doc["paths"] and f"{PREFIX}/config" in doc["paths"]
+
+
+@pytest.fixture
+async def deck_api(aiohttp_client: AiohttpClient, tmp_path: Path,
+                   database_url: str | None) -> Api:
+    return await make_api(aiohttp_client, tmp_path, {"NAPALMSKY_ROLES": "api,signaling"},
+                          database_url)
+
+
+async def test_openapi_declares_the_decks_query_and_its_400(deck_api: Api) -> None:
+    doc = (await deck_api.call("GET", "/openapi.json"))[1]
+    deck = doc["paths"][f"{PREFIX}/deck"]["get"]
+    params = {p["name"]: p for p in deck["parameters"]}
+    assert params["limit"]["in"] == "query" and params["limit"]["required"] is False
+    assert params["limit"]["schema"] == {"type": "integer", "minimum": 1, "maximum": 50,
+                                         "default": 20}
+    assert params["cursor"]["schema"]["maxLength"] == 36
+    assert "400" in deck["responses"]
+    user = doc["paths"][f"{PREFIX}/users/{{user_id}}"]["get"]
+    assert user["parameters"] == [{
+        "name": "user_id", "in": "path", "required": True,
+        "schema": {"type": "string", "format": "uuid"},
+        "description": "A user's id; any other text finds no one (404)."}]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("limit=abc", "limit must be an integer"),
+        ("limit=%205", "limit must be an integer"),  # int() reads " 5"
+        ("limit=5_0", "limit must be an integer"),  # and "5_0" as 50
+        ("limit=%D9%A5", "limit must be an integer"),  # and an Arabic-Indic five
+        ("limit=5.0", "limit must be an integer"),
+        ("limit=0", "limit must be between 1 and 50"),
+        ("limit=51", "limit must be between 1 and 50"),
+        ("limit=5&limit=6", "limit must be given once"),
+        ("cursor=" + "a" * 37, "cursor must be a nextCursor from a previous page"),
+        ("cursor=Ada", "cursor must be a nextCursor from a previous page"),
+    ],
+)
+async def test_the_deck_refuses_what_its_document_forbids(deck_api: Api, query: str,
+                                                          message: str) -> None:
+    token, _ = await deck_api.guest()
+    status, body = await deck_api.call("GET", f"/deck?{query}", token)
+    assert status == 400 and body["error"] == {"code": "invalid_argument", "message": message}
+
+
+async def test_the_deck_accepts_what_its_document_allows(deck_api: Api) -> None:
+    token, _ = await deck_api.guest()
+    for query in ("", "limit=1", "limit=50", "limit=%2B5", "limit=05", "cursor=",
+                  f"cursor={uuid.uuid4()}&limit=20", "other=ignored"):
+        status, body = await deck_api.call("GET", f"/deck?{query}", token)
+        assert status == 200 and body["people"] == [], (query, body)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        # names: printable text on one line (what the document's pattern says)
+        ("/auth/guest", {"name": "Ada\tLovelace", "gender": "female"},
+         "name must be printable text on one line, not blank"),
+        ("/auth/guest", {"name": "Ada\nLovelace", "gender": "female"},
+         "name must be printable text on one line, not blank"),
+        ("/auth/guest", {"name": "Ada\u200bLovelace", "gender": "female"},  # zero-width space
+         "name must be printable text on one line, not blank"),
+        ("/auth/guest", {"name": "Ada\u0085", "gender": "female"},
+         "name must be printable text on one line, not blank"),
+        ("/auth/guest", {"name": "", "gender": "female"}, "name must not be empty"),
+        ("/auth/guest", {"name": "   " + "a" * 48, "gender": "female"},  # 51 as sent
+         "name must be at most 50 characters"),
+        # emails: the document's pattern
+        ("/auth/register", {"email": "ada@example.com\n", "password": PASSWORD, "name": "Ada",
+                            "gender": "female"}, "email is not a valid address"),
+        ("/auth/register", {"email": " ada@example.com", "password": PASSWORD, "name": "Ada",
+                            "gender": "female"}, "email is not a valid address"),
+        ("/auth/register", {"email": "ad\u00e9@example.com", "password": PASSWORD,
+                            "name": "Ada", "gender": "female"}, "email is not a valid address"),
+        ("/auth/register", {"email": "ada@\u212aelvin.com", "password": PASSWORD,
+                            "name": "Ada", "gender": "female"}, "email is not a valid address"),
+        # passwords: 72 bytes at most, on sign-in too (a longer one cannot exist)
+        ("/auth/login", {"email": "nobody@example.com", "password": "x" * 73},
+         "password must be at most 72 bytes"),
+        ("/auth/login", {"email": "nobody@example.com", "password": "\u00e9" * 37},
+         "password must be at most 72 bytes"),
+        # second-factor codes: six ASCII digits
+        ("/auth/totp", {"code": "\u0661\u0662\u0663\u0664\u0665\u0666"},
+         "code must be 6 digits"),
+        # socials: the document's platforms and links
+        ("/me", {"socials": {"instagram": "ada\n"}},
+         "socials.instagram must be a handle or an https URL of at most 200 characters"),
+        ("/me", {"socials": {"website": "https://ada.example.com/caf\u00e9"}},
+         "socials.website must be a handle or an https URL of at most 200 characters"),
+        ("/me", {"socials": {"website": "https://ada.example.com/\u0001"}},
+         "socials.website must be a handle or an https URL of at most 200 characters"),
+        ("/me", {"socials": {"myspace": "ada"}},
+         "socials: unknown platform 'myspace'; one of instagram, tiktok, x, snapchat, "
+         "linkedin, website"),
+    ],
+)
+async def test_requests_the_document_forbids_are_a_400_naming_the_field(
+        api: Api, path: str, body: dict[str, Any], message: str) -> None:
+    token, _ = await api.guest()
+    method = "PATCH" if path == "/me" else "POST"
+    status, answer = await api.call(method, path, token, json=body)
+    assert status == 400, answer
+    assert answer["error"] == {"code": "invalid_argument", "message": message}
+
+
+async def test_a_first_failed_login_with_a_long_password_is_no_500(api: Api) -> None:
+    """The first failed login of a node hashed the attempted password (for equal timing), and
+    bcrypt refuses more than 72 bytes: an unknown email with a long password was a 500."""
+    for _ in range(2):
+        status, answer = await api.call("POST", "/auth/login", json={
+            "email": f"nobody-{uuid.uuid4().hex[:6]}@example.com", "password": "p" * 100})
+        assert (status, error(answer)) == (400, "invalid_argument")
+    status, _ = await api.call("POST", "/auth/login", json={
+        "email": "nobody@example.com", "password": "\u00e9" * 36})  # 72 bytes: a real try
+    assert status == 401
+
+
+async def test_requests_the_document_allows_are_accepted(api: Api) -> None:
+    token, _ = await api.guest()
+    for name in ("Zo\u00eb", "  Ada   Lovelace ", "\u0905\u0928\u0941", "\u674e\u5c0f\u9f99",
+                 "O'Brien-Smith \u2713", " " * 49 + "A"):
+        status, me = await api.call("PATCH", "/me", token, json={"name": name})
+        assert status == 200, (name, me)
+        assert me["name"] == " ".join(name.split())
+    status, me = await api.call("PATCH", "/me", token, json={"socials": {
+        "x": "@ada_l", "website": "https://ada.example.com:8443/a/b?c=d#e"}})
+    assert status == 200, me
+    status, body = await api.call("POST", "/auth/upgrade", token, json={
+        "email": f"a.b+c-{uuid.uuid4().hex[:6]}@Sub.Example-Site.COM",
+        "password": "\u00e9" * 36})  # 72 bytes
+    assert status == 200, body
+
+
+async def test_a_selfie_is_sent_as_an_image_type(api: Api) -> None:
+    """The document lists image/jpeg, image/png and image/webp: a real image under another
+    type is refused, not sniffed and stored."""
+    token, _ = await api.guest()
+    for content_type in ("text/plain", "application/octet-stream", "multipart/form-data"):
+        status, body = await api.call("PUT", "/me/selfie", token, data=png(),
+                                      headers={"Content-Type": content_type})
+        assert (status, error(body)) == (415, "unsupported_media_type"), content_type
+    assert (await api.call("GET", "/me", token))[1]["selfieUrl"] is None
+
+
 # ---- authorization matrix ----
 
 Caller = Callable[[str | None], Awaitable[tuple[int, Any]]]

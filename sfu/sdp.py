@@ -26,6 +26,9 @@ SDP_BAD_MEDIA_LINE = "SDP m= line is malformed"
 SDP_BAD_RTPMAP = "SDP rtpmap is malformed"
 SDP_BAD_EXTMAP = "SDP extmap is malformed"
 SDP_BAD_SSRC = "SDP ssrc attribute is malformed"
+SDP_BAD_MID = "SDP mid is malformed"
+SDP_DUPLICATE_MID = "SDP has duplicate mids"
+MAX_MID_LENGTH = 255  # what the MID header extension can carry (RFC 8843 section 15.2)
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -125,6 +128,12 @@ def _int(text: str, message: str) -> int:
     return value
 
 
+def _payload_type(text: str) -> int | None:
+    """A payload type in a format list or fmtp, or None when it is not plain ASCII digits
+    (int() would take "٣", and refuse "²" or a number of 5000 digits with a ValueError)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 10 else None
+
+
 def _parse_media_line(value: str) -> MediaSection:
     parts = value.split()
     if len(parts) < 3:
@@ -157,6 +166,14 @@ def _parse_extmap(value: str) -> Extmap:
     if not 1 <= xid <= 255 or not uri or (direction and direction not in DIRECTIONS):
         raise ValueError(SDP_BAD_EXTMAP)
     return Extmap(xid, uri, direction or None)
+
+
+def _mid(value: str) -> str:
+    """An RFC 5888 identification-tag (a token), short enough for the MID header extension."""
+    if len(value) > MAX_MID_LENGTH or not value.isascii() or not value.isprintable() or (
+            " " in value):
+        raise ValueError(SDP_BAD_MID)
+    return value
 
 
 def _split_attribute(line: str) -> tuple[str, str | None]:
@@ -202,14 +219,15 @@ def _finish_section(m: MediaSection, session: list[tuple[str, str | None]]) -> N
         if name in DIRECTIONS:
             m.direction = name
         elif name == "mid" and value:
-            m.mid = value
+            m.mid = _mid(value)
         elif name == "rtpmap" and value is not None:
             pt, codec_name, clock, channels = _parse_rtpmap(value)
             rtpmaps[pt] = (codec_name, clock, channels)
         elif name == "fmtp" and value:
             pt_text, _, params = value.partition(" ")
-            if pt_text.isdigit():
-                fmtps[int(pt_text)] = params.strip()
+            fmtp_pt = _payload_type(pt_text)
+            if fmtp_pt is not None:
+                fmtps[fmtp_pt] = params.strip()
         elif name == "rtcp-fb" and value:
             pt_text, _, kind = value.partition(" ")
             feedback.setdefault(pt_text, []).append(" ".join(kind.split()).lower())
@@ -245,11 +263,10 @@ def _finish_section(m: MediaSection, session: list[tuple[str, str | None]]) -> N
         m.fingerprints = own_fingerprints
     wildcard = feedback.get("*", [])
     for pt_text in m.formats:
-        if not pt_text.isdigit():
-            continue
-        pt = int(pt_text)
-        if pt not in rtpmaps:
+        format_pt = _payload_type(pt_text)
+        if format_pt is None or format_pt not in rtpmaps:
             continue  # static payload types without rtpmap are never ours to use
+        pt = format_pt
         codec_name, clock, channels = rtpmaps[pt]
         fb = tuple(dict.fromkeys(wildcard + feedback.get(pt_text, [])))
         m.codecs[pt] = Codec(pt, codec_name, clock, channels, fmtps.get(pt, ""), fb)
@@ -259,7 +276,8 @@ def parse(text: str) -> SessionDescription:
     """Parse an SDP description (offer or answer) as browsers write it.
 
     Raises ValueError (one of this module's SDP_* messages) when the text has no media section,
-    more than MAX_SECTIONS of them, or a malformed m=, rtpmap, extmap or ssrc line.
+    more than MAX_SECTIONS of them, a malformed m=, rtpmap, extmap, ssrc or mid line, or two
+    sections with one mid.
     """
     lines = [line.rstrip("\r") for line in text.split("\n")]
     lines = [line for line in lines if line.strip()]
@@ -296,4 +314,7 @@ def parse(text: str) -> SessionDescription:
         raise ValueError(SDP_NO_MEDIA)
     for section in media:
         _finish_section(section, session)
+    mids = [section.mid for section in media if section.mid is not None]
+    if len(set(mids)) != len(mids):
+        raise ValueError(SDP_DUPLICATE_MID)
     return SessionDescription(media=media, groups=groups, attributes=session, origin=origin)

@@ -36,7 +36,10 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if _b64(data) != text:  # one spelling per token: no padding, stray characters, spare bits
+        raise ValueError("not canonical base64url")
+    return data
 
 
 def _key(secret: bytes) -> bytes:
@@ -58,7 +61,10 @@ def mint_join_token(
     payload = {"room": room_id, "user": user_id, "exp": int(clock.time()) + ttl}
     body = f"{VERSION}.{_b64(json.dumps(payload, separators=(',', ':')).encode())}"
     sig = hmac.new(_key(secret), body.encode(), hashlib.sha256).digest()
-    return f"{body}.{_b64(sig)}"
+    token = f"{body}.{_b64(sig)}"
+    if len(token) > MAX_TOKEN_LENGTH:  # non-ASCII ids take up to 12 characters each in JSON
+        raise InvalidArgument("room and user ids are too long for a join token")
+    return token
 
 
 def verify_join_token(
@@ -66,7 +72,8 @@ def verify_join_token(
 ) -> JoinGrant:
     """The grant a token carries; Unauthenticated when forged or expired, PermissionDenied
     when it is valid for another room than `room_id`."""
-    if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+    if (not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii()
+            or token.count(".") != 2):
         raise Unauthenticated("invalid join token")
     version, payload_b64, sig_b64 = token.split(".")
     if version != VERSION:
@@ -81,7 +88,7 @@ def verify_join_token(
         raise Unauthenticated("invalid join token")
     try:
         grant = JoinGrant(str(payload["room"]), str(payload["user"]), int(payload["exp"]))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise Unauthenticated("invalid join token") from None
     if clock.time() >= grant.expires_at:
         raise Unauthenticated("join token expired")

@@ -16,6 +16,7 @@ from dotenv import dotenv_values
 
 from core.errors import NapalmError
 from core.settings import Settings, SettingsError, describe, load_settings, unknown_variables
+from napalmsky.startup import StartupError
 
 log = logging.getLogger("napalmsky")
 
@@ -53,7 +54,11 @@ def prepare_database(settings: Settings) -> None:
     from adapters.sql.migrate import current_revision, head_revision, upgrade
 
     if settings.is_sqlite:
+        before = current_revision(settings.database_url)
         upgrade(settings.database_url)
+        after = current_revision(settings.database_url)
+        if after != before:
+            log.info("database migrated from revision %s to %s", before or "none", after)
         return
     current, head = current_revision(settings.database_url), head_revision()
     if current != head:
@@ -63,11 +68,12 @@ def prepare_database(settings: Settings) -> None:
         )
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, listener: socket.socket) -> None:
     from aiohttp import web
 
     from napalmsky.composition import SERVICES, build_app
     from napalmsky.logs import AccessLogger
+    from napalmsky.startup import browser_url
 
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=logging.getLogger("napalmsky.access"),
@@ -76,9 +82,10 @@ async def _serve(settings: Settings) -> None:
     await runner.setup()
     try:
         await app[SERVICES].store.ping()
-        site = web.TCPSite(runner, settings.host, settings.port)
+        site = web.SockSite(runner, listener)
         await site.start()
         log.info("listening on http://%s:%d", settings.host, settings.port)
+        log.info("ready: open %s in a browser; press Ctrl-C to stop", browser_url(settings))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -89,18 +96,19 @@ async def _serve(settings: Settings) -> None:
         await runner.cleanup()
 
 
-def _run(coro_settings: Settings) -> None:
+def _run(settings: Settings, listener: socket.socket) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is installed where the platform has it
-        asyncio.run(_serve(coro_settings))
+        asyncio.run(_serve(settings, listener))
         return
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(coro_settings))
+        runner.run(_serve(settings, listener))
 
 
 def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from napalmsky.logs import configure_logging
+    from napalmsky.startup import bind_http, check_media_ports, check_writable_dirs
 
     settings = _settings(
         env,
@@ -113,8 +121,15 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     configure_logging(settings.log_format, settings.log_level)
     for name in unknown_variables(env):
         log.warning("ignoring unknown setting %s (a typo?)", name)
-    prepare_database(settings)
-    _run(settings)
+    # What the machine must give the node is checked first, in the order a person fixes it.
+    check_writable_dirs(settings)
+    listener = bind_http(settings)
+    try:
+        check_media_ports(settings)
+        prepare_database(settings)
+        _run(settings, listener)
+    finally:
+        listener.close()
     return 0
 
 
@@ -134,10 +149,19 @@ def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from napalmsky.composition import describe_mode
+    from napalmsky.startup import describe_mode, secret_key_path
 
     settings = _settings(env, {})
     rows = describe(settings)
+    if settings.secret_key is None:  # the key in use is generated into the data directory
+        key_file = secret_key_path(settings)
+        shown = (f"**** (generated, in {key_file})" if key_file.is_file()
+                 else f"(generated into {key_file} at first start)")
+        rows = [(name, shown if name == "NAPALMSKY_SECRET_KEY" else value)
+                for name, value in rows]
+    if settings.node_secret is None:
+        rows = [(name, "(unset: the secret key signs join tokens)"
+                 if name == "NAPALMSKY_NODE_SECRET" else value) for name, value in rows]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name.ljust(width)}  {value}")
@@ -149,7 +173,7 @@ def cmd_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_sfu_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from core.clock import SystemClock
-    from napalmsky.composition import node_secret
+    from napalmsky.startup import node_secret
     from sfu.token import mint_join_token
 
     settings = _settings(env, {})
@@ -248,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except SettingsError as exc:
         return _fail(str(exc), EXIT_CONFIG)
+    except StartupError as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
     except NapalmError as exc:
         return _fail(exc.message, EXIT_UNAVAILABLE)
     except KeyboardInterrupt:

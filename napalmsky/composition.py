@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -42,6 +40,7 @@ from core.clock import Clock, SystemClock
 from core.live import Bus, LiveState
 from core.settings import Role, Settings
 from core.store import CallEndReason, Store
+from napalmsky.startup import describe_mode, ensure_private_dir, node_secret, secret_key
 from sfu.admin import sfu_admin_routes
 from sfu.internals import NetworkConfig
 from sfu.server import SfuConfig, SfuServer
@@ -59,7 +58,6 @@ from web import STATIC_DIR
 log = logging.getLogger(__name__)
 
 __version__ = version("napalmsky")
-SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
 
 
 @dataclass
@@ -95,56 +93,6 @@ SFU = web.AppKey("sfu", SfuServer)
 API = web.AppKey("api", ApiContext)
 SIGNALING = web.AppKey("signaling", SignalingContext)
 SWEEP_INTERVAL = 10.0  # seconds between sweeps for calls nobody else will finish
-
-
-def describe_mode(settings: Settings) -> str:
-    """One line naming the adapters these settings choose."""
-    database = "sqlite" if settings.is_sqlite else "postgresql"
-    bus = "redis bus" if settings.redis_url else "in-process bus"
-    blobs = "s3 blobs" if settings.s3_bucket else "local blobs"
-    shape = "multi-node" if settings.redis_url else "single-node"
-    return f"{shape}: {database}, {bus}, {blobs}"
-
-
-def ensure_private_dir(path: Path) -> None:
-    """Create `path` (and parents) for this process's owner alone, and make an existing one
-    so (0700): it holds the database, the secret key and the blobs."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o700)
-    except PermissionError:
-        log.warning("%s is readable by others and not ours to change", path)
-
-
-def secret_key(settings: Settings) -> bytes:
-    """The HMAC key for signed URLs: from settings, else generated once into the data dir."""
-    if settings.secret_key is not None:
-        return settings.secret_key.encode()
-    path = settings.data_dir / SECRET_KEY_FILE
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
-    ensure_private_dir(settings.data_dir)
-    key = secrets.token_urlsafe(48).encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race: use its key
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-        f.flush()
-        os.fsync(f.fileno())
-    log.info("generated a secret key in %s", path)
-    return key
-
-
-def node_secret(settings: Settings) -> bytes:
-    """The key of SFU join tokens: shared by every node; the secret key on a single node."""
-    if settings.node_secret is not None:
-        return settings.node_secret.encode()
-    return secret_key(settings)
 
 
 def make_sfu(settings: Settings, clock: Clock) -> SfuServer:

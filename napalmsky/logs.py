@@ -68,7 +68,8 @@ def configure_logging(fmt: LogFormat, level: str) -> None:
 
 
 QUIET_LOGGERS = ("aioice", "aiortc", "botocore", "boto3", "urllib3", "s3transfer",
-                 "alembic.runtime.plugins", "sqlalchemy", "aiosqlite", "asyncpg", "redis",
+                 "alembic.runtime.plugins", "alembic.runtime.migration", "sqlalchemy",
+                 "aiosqlite", "asyncpg", "redis",
                  "PIL", "aiohttp.access", "aiohttp.websocket", "aiohttp.client")
 
 

@@ -31,9 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import random
 import secrets
 import socket
 import struct
@@ -58,13 +56,12 @@ from aiortc.rtcdtlstransport import (
 from aiortc.rtcicetransport import connection_kwargs
 from OpenSSL import SSL
 
-from core.errors import Unavailable
+from sfu.ports import bind_udp_in_range
 
 log = logging.getLogger(__name__)
 
 AIORTC_VERSION = "1.16.0"
 AIOICE_VERSION = "0.13.0"
-UDP_SOCKET_BUFFER_SIZE = 1 << 21
 DTLS_QUEUE_LIMIT = 64  # DTLS records waiting for the handshake loop; more are dropped
 RESTART_TIMEOUT = 30.0  # seconds an ICE restart may take to get a nominated pair
 
@@ -101,29 +98,6 @@ class NetworkConfig:
 
 # --------------------------------------------------------------------------------------------
 # Sockets and candidates
-
-
-def _bind_in_range(address: str, port_min: int, port_max: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    ports: Sequence[int]
-    if port_min == 0:
-        ports = [0]
-    else:
-        count = port_max - port_min + 1
-        start = random.randrange(count)
-        ports = [port_min + (start + i) % count for i in range(count)]
-    for port in ports:
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_SOCKET_BUFFER_SIZE)
-            sock.bind((address, port))
-            sock.setblocking(False)
-            return sock
-        except OSError as exc:
-            sock.close()
-            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
-                raise
-    raise Unavailable(f"no free UDP port on {address} in {port_min}-{port_max}")
 
 
 _SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", None)
@@ -236,7 +210,7 @@ async def _gather(connection: Connection, net: NetworkConfig,
         use_ipv4=connection._use_ipv4, use_ipv6=connection._use_ipv6
     )
     for index, address in enumerate(addresses):
-        sock = _bind_in_range(address, net.port_min, net.port_max)
+        sock = bind_udp_in_range(address, net.port_min, net.port_max)
         protocol = StunProtocol(connection)
         try:
             DatagramSocket(sock, protocol, handler)

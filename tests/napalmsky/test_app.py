@@ -15,7 +15,8 @@ from pytest_aiohttp import AiohttpClient
 from adapters.sql.migrate import upgrade
 from core.clock import FakeClock
 from core.settings import Settings, load_settings
-from napalmsky.composition import SERVICES, build_app, describe_mode, secret_key
+from napalmsky.composition import SERVICES, build_app
+from napalmsky.startup import describe_mode, secret_key
 from tests.services import (
     PostgresDatabase,
     PrivateRedis,
@@ -185,7 +186,8 @@ async def test_ready_on_postgresql_and_redis(
 async def test_a_call_through_the_node_app(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
     from core.clock import SystemClock
     from loadtest.bot import BLUE, RED, Bot
-    from napalmsky.composition import SFU, node_secret
+    from napalmsky.composition import SFU
+    from napalmsky.startup import node_secret
     from sfu.token import mint_join_token
 
     settings = await embedded(tmp_path, NAPALMSKY_RTC_BIND="127.0.0.1")

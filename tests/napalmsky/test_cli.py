@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -140,7 +141,12 @@ def test_serve_on_embedded_defaults_answers_and_stops_cleanly(tmp_path: Path) ->
     messages = [r["message"] for r in records]
     assert any("single-node: sqlite, in-process bus, local blobs" in m for m in messages)
     assert any(m.startswith("listening on http://127.0.0.1:") for m in messages)
-    assert "shutting down" in messages
+    start_up = [r["message"] for r in records if r["logger"] != "napalmsky.access"]
+    start_up = start_up[:start_up.index("shutting down")]
+    assert start_up[-1] == (
+        f"ready: open http://127.0.0.1:{port}/ in a browser; press Ctrl-C to stop")
+    assert not any(r["logger"].startswith("alembic") for r in records)
+    assert "database migrated from revision none to " in " ".join(messages)
     assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
 
 
@@ -214,3 +220,74 @@ def test_shutdown_hangs_up_open_sockets_at_once(tmp_path: Path) -> None:
     assert code == 1001
     assert took < 5
     assert proc.returncode == 0
+
+
+def _one_line_failure(result: subprocess.CompletedProcess[str]) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("napalmsky: error: ")
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def test_port_in_use_is_one_line_before_anything_starts(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = napalmsky(tmp_path, "serve", "--port", str(port))
+    line = _one_line_failure(result)
+    assert f"127.0.0.1:{port}" in line and "--port" in line
+    assert not (tmp_path / "data" / "napalmsky.db").exists()  # refused before migrating
+
+
+def test_unwritable_data_directory_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the data directory should go")
+    data_dir = blocker / "data"
+    result = napalmsky(tmp_path, "serve", "--port", str(free_port()),
+                       NAPALMSKY_DATA_DIR=str(data_dir))
+    line = _one_line_failure(result)
+    assert str(data_dir) in line and "NAPALMSKY_DATA_DIR" in line
+
+
+def test_media_port_range_all_taken_is_one_line(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        udp = taken.getsockname()[1]
+        result = napalmsky(tmp_path, "serve", "--port", str(free_port()),
+                           NAPALMSKY_RTC_BIND="127.0.0.1", NAPALMSKY_RTC_PORT_MIN=str(udp),
+                           NAPALMSKY_RTC_PORT_MAX=str(udp))
+    line = _one_line_failure(result)
+    assert f"127.0.0.1 in {udp}-{udp}" in line and "NAPALMSKY_RTC_PORT_MAX" in line
+
+
+def test_media_address_not_of_this_machine_is_one_line(tmp_path: Path) -> None:
+    result = napalmsky(tmp_path, "serve", "--port", str(free_port()),
+                       NAPALMSKY_RTC_BIND="192.0.2.1")  # TEST-NET-1 (RFC 5737): nobody's
+    line = _one_line_failure(result)
+    assert "192.0.2.1" in line and "NAPALMSKY_RTC_BIND" in line
+
+
+def test_config_shows_the_generated_secret_key_as_generated(tmp_path: Path) -> None:
+    key_file = tmp_path / "data" / "secret_key"
+    before = napalmsky(tmp_path, "config")
+    assert before.returncode == 0, before.stderr
+    assert f"(generated into {key_file} at first start)" in before.stdout
+    key_file.parent.mkdir()
+    key_file.write_text("k" * 64)
+    after = napalmsky(tmp_path, "config")
+    assert f"**** (generated, in {key_file})" in after.stdout
+    assert "k" * 64 not in after.stdout + after.stderr
+    assert "(unset)" not in [line.split(None, 1)[1] for line in after.stdout.splitlines()
+                             if line.startswith("NAPALMSKY_SECRET_KEY ")]
+
+
+def test_config_does_not_load_the_media_stack_or_the_servers(tmp_path: Path) -> None:
+    probe = ("import sys\nfrom napalmsky.cli import main\nassert main(['config']) == 0\n"
+             "heavy = {'aiortc', 'aioice', 'av', 'aiohttp', 'sqlalchemy', 'redis', 'boto3'}\n"
+             "print('LOADED', sorted(heavy & set(sys.modules)))\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path,
+                            env=clean_env(tmp_path, PYTHONPATH=str(ROOT)), capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "LOADED []" in result.stdout

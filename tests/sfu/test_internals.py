@@ -21,6 +21,7 @@ from core.errors import InvalidArgument, Unavailable
 from loadtest.ice import bind_peer_connection
 from sfu import internals
 from sfu.internals import DTLS_CIPHERS, NetworkConfig, SfuCertificate, check_versions
+from sfu.ports import bind_udp_in_range
 from sfu.server import SfuConfig, SfuServer
 from tests.services import free_port
 
@@ -126,7 +127,7 @@ async def test_a_full_port_range_is_unavailable() -> None:
     holder.bind(("127.0.0.1", port))
     try:
         with pytest.raises(Unavailable, match="no free UDP port"):
-            internals._bind_in_range("127.0.0.1", port, port)
+            bind_udp_in_range("127.0.0.1", port, port)
     finally:
         holder.close()
 
@@ -169,7 +170,7 @@ async def test_the_socket_reader_stamps_arrivals_and_splits_stun_from_media() ->
         def connection_lost(self, exc: Exception | None) -> None:
             self.lost = True
 
-    sock = internals._bind_in_range("127.0.0.1", 0, 0)
+    sock = bind_udp_in_range("127.0.0.1", 0, 0)
     protocol = Stun()
     reader = internals.DatagramSocket(sock, protocol,  # type: ignore[arg-type]
                                       lambda d, t, a: received.append((d, t)))

@@ -14,7 +14,8 @@ from adapters.sql.migrate import upgrade
 from core.clock import SystemClock
 from core.settings import load_settings
 from loadtest.bot import BLUE, RED, Bot
-from napalmsky.composition import SFU, build_app, node_secret
+from napalmsky.composition import SFU, build_app
+from napalmsky.startup import node_secret
 from sfu.token import mint_join_token
 
 OPERATOR = "o" * 40

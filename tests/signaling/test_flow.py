@@ -15,7 +15,8 @@ from pytest_aiohttp import AiohttpClient
 from core.clock import SystemClock
 from core.ids import UserId
 from core.store import BanStatus, CallEndReason
-from napalmsky.composition import SETTINGS, SFU, node_secret
+from napalmsky.composition import SETTINGS, SFU
+from napalmsky.startup import node_secret
 from sfu.token import verify_join_token
 from tests.signaling.conftest import Client, Node, Rejected, make_node
 

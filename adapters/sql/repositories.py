@@ -9,6 +9,7 @@ failures Unavailable. Messages never contain SQL, parameters or credentials.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import logging
 import re
@@ -310,6 +311,29 @@ class _Db:
         self.clock = clock
         self.closed = False
         self.location = describe_location(engine.url.render_as_string(hide_password=True))
+        # SQLite takes one writer at a time and answers "database is locked" to a writer that
+        # waited its busy timeout. Under load the holder of the lock needs event-loop turns to
+        # finish while every other writer waits in its own thread: so this process queues its
+        # transactions here instead, one at a time, and SQLite's busy timeout only covers other
+        # processes (`napalmsky migrate`, `admin create`). PostgreSQL needs no such queue.
+        self.serial: asyncio.Lock | None = (
+            asyncio.Lock() if engine.dialect.name == "sqlite" else None)
+        self.queued = 0  # transactions waiting for `serial`
+
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        if self.serial is None:
+            yield
+            return
+        self.queued += 1
+        try:
+            await self.serial.acquire()
+        finally:
+            self.queued -= 1
+        try:
+            yield
+        finally:
+            self.serial.release()
 
     def now(self) -> datetime:
         return utcnow(self.clock)
@@ -334,7 +358,7 @@ class _Db:
         if self.closed:
             raise self.unavailable()
         try:
-            async with self.engine.begin() as conn:
+            async with self._turn(), self.engine.begin() as conn:
                 yield conn
         except NapalmError:
             raise

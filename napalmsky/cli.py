@@ -108,7 +108,12 @@ def _run(settings: Settings, listener: socket.socket) -> None:
 
 def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from napalmsky.logs import configure_logging
-    from napalmsky.startup import bind_http, check_media_ports, check_writable_dirs
+    from napalmsky.startup import (
+        bind_http,
+        check_media_ports,
+        check_writable_dirs,
+        raise_fd_limit,
+    )
 
     settings = _settings(
         env,
@@ -123,6 +128,7 @@ def cmd_serve(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         log.warning("ignoring unknown setting %s (a typo?)", name)
     # What the machine must give the node is checked first, in the order a person fixes it.
     check_writable_dirs(settings)
+    raise_fd_limit()
     listener = bind_http(settings)
     try:
         check_media_ports(settings)

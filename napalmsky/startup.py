@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import resource
 import secrets
 import socket
 import tempfile
@@ -22,6 +23,10 @@ log = logging.getLogger("napalmsky.startup")
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
 HTTP_BACKLOG = 512  # pending TCP connections, as aiohttp's own default (128) is short for bursts
+
+
+FDS_PER_CONNECTION = 1  # a /ws socket; a call participant holds one more (its UDP socket)
+FD_LIMIT_WARNING = 4096  # below this many descriptors a node holds only a few thousand sockets
 
 
 class StartupError(Exception):
@@ -161,3 +166,22 @@ def check_media_ports(settings: Settings) -> None:
             raise StartupError(
                 f"cannot bind {span} on {address} for media ({exc.strerror or exc}): set "
                 "NAPALMSKY_RTC_BIND to addresses of this machine") from None
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft limit on open files (RLIMIT_NOFILE) to its hard limit, as
+    servers do: each WebSocket and each media socket is a descriptor, and Debian's soft default
+    (1024) would cap a node near a thousand connections. Returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # a container may forbid it: keep what we have
+            pass
+    if soft < FD_LIMIT_WARNING:
+        log.warning("open files limited to %d: this node holds at most about %d connections; "
+                    "raise `ulimit -n` (LimitNOFILE= under systemd)", soft,
+                    soft // (FDS_PER_CONNECTION + 1))
+    return soft

@@ -291,3 +291,40 @@ def test_config_does_not_load_the_media_stack_or_the_servers(tmp_path: Path) -> 
                             text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert "LOADED []" in result.stdout
+
+
+def test_serve_raises_its_open_file_limit_to_the_hard_limit(tmp_path: Path) -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(1024, hard)
+    if low == hard:
+        pytest.skip("the hard limit leaves nothing to raise")
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "napalmsky", "serve", "--port", str(port)],
+        cwd=tmp_path, env=clean_env(tmp_path, NAPALMSKY_RTC_BIND="127.0.0.1"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=lower,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        limit = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2):
+                    pass
+            except OSError:
+                time.sleep(0.2)
+                continue
+            for line in Path(f"/proc/{proc.pid}/limits").read_text().splitlines():
+                if line.startswith("Max open files"):
+                    limit = int(line.split()[3])
+            break
+        assert limit == hard
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)

@@ -33,7 +33,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.CHALLENGE_REQUIRED: 429,
-    ErrorCode.CHALLENGE_FAILED: 400,
+    ErrorCode.CHALLENGE_FAILED: 403,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
 }

@@ -173,7 +173,7 @@ class ChallengeSolution(Request):
 _SOLUTION = Field(default=None, description=(
     "Only when the previous answer was 429 `challenge_required`: its challenge, solved. "
     "A solution is good once, from the address it was given to, until it expires; a bad one "
-    "is a 400 `challenge_failed`."))
+    "is a 403 `challenge_failed`."))
 
 
 class GuestRequest(Request):

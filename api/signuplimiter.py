@@ -41,10 +41,10 @@ class SignupPolicy:
     refused."""
     network_ceiling_per_hour: int = 1000
     """The same per network."""
-    base_bits: int = 14
+    base_bits: int = 15
     """Difficulty of the first challenge once a bucket is empty."""
-    max_bits: int = 22
-    """Difficulty never exceeds this (about 4 million hashes)."""
+    max_bits: int = 23
+    """Difficulty never exceeds this (about 8 million hashes)."""
     credit_hours: float = 24.0
     """At most this many hours of a bucket's refill may be owed; solved sign-ups beyond that
     still pass, at the highest difficulty, but the debt stops growing."""

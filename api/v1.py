@@ -45,7 +45,7 @@ SIGNUP_LIMITS = (
     "Sign-ups from one address or network beyond its budget are not refused: the answer is "
     "429 `challenge_required` with `error.challenge`, a proof-of-work to solve; send the same "
     "request again with `challenge: {token, counter}`. A bad, expired or reused solution is "
-    "400 `challenge_failed` (ask again without one). Only far beyond the budget is a sign-up "
+    "403 `challenge_failed` (ask again without one). Only far beyond the budget is a sign-up "
     "refused: 429 `rate_limited`, with `Retry-After`.")
 HOUR = 3600.0
 MINUTE = 60.0

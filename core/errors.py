@@ -88,7 +88,8 @@ class ChallengeRequired(RateLimited):
 
 
 class ChallengeFailed(NapalmError):
-    """A challenge solution that is forged, expired, already used or wrong."""
+    """A challenge solution that is forged, expired, already used or wrong (403: the request
+    is well formed, the proof is refused)."""
 
     code = ErrorCode.CHALLENGE_FAILED
 

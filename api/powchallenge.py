@@ -109,9 +109,9 @@ class Challenges:
         """The challenge `counter` solves; ChallengeFailed, with a reason a client can act
         on, when the token is not one of ours for `subject`, has expired or is not solved."""
         invalid = ChallengeFailed("the challenge is not valid here: ask for a new one")
-        if len(token) > MAX_TOKEN_LENGTH or not _TOKEN.match(token):
+        if len(token) > MAX_TOKEN_LENGTH or not _TOKEN.fullmatch(token):
             raise invalid
-        if not _COUNTER.match(counter):
+        if not _COUNTER.fullmatch(counter):
             raise ChallengeFailed("the challenge's counter must be 1 to 20 digits")
         body, _, sig_b64 = token.rpartition(".")
         try:

@@ -79,6 +79,16 @@ class LiveState(Protocol):
         """
         ...
 
+    async def rate(self, key: str, period: float, *, add: bool = True) -> float:
+        """Count one event (none with `add=False`) in the decaying count `key`, atomically,
+        and return the count: every event adds 1 and the count decays as e^(-t/period).
+
+        At a steady R events per `period` the count tends to R, so it reads as the recent
+        rate per `period`, forgetting the past smoothly (a burst long ago weighs nothing).
+        The key expires by itself once the count has decayed to nothing.
+        """
+        ...
+
     async def set_add(self, key: str, member: str, ttl: float) -> None:
         """Add (or refresh) `member` in the set `key`; the member alone expires after `ttl`."""
         ...

@@ -386,8 +386,9 @@ SETTINGS: tuple[Setting, ...] = (
             "NAPALMSKY_RATE_SIGNUP_NETWORK_CEILING_PER_HOUR", _positive_int, None,
             "Hard ceiling per network per hour. Default: 50 x NAPALMSKY_RATE_SIGNUP_PER_HOUR."),
     Setting("signup_challenge_bits", "NAPALMSKY_SIGNUP_CHALLENGE_BITS", _challenge_bits, "15",
-            "Difficulty (leading zero bits of SHA-256) of the first sign-up challenge once a "
-            "budget is spent; one bit more for each budget's worth of sign-ups owed."),
+            "Difficulty (leading zero bits of SHA-256) of a sign-up challenge once a budget is "
+            "spent; one bit more (twice the work) each time the recent rate of sign-ups from "
+            "the address or network doubles past its budget."),
     Setting("signup_challenge_max_bits", "NAPALMSKY_SIGNUP_CHALLENGE_MAX_BITS",
             _challenge_bits, "23", "Highest difficulty of a sign-up challenge."),
     Setting("rate_token_per_minute", "NAPALMSKY_RATE_TOKEN_PER_MINUTE", _positive_int, "600",

@@ -8,6 +8,7 @@ the time waited are at least 0.15 s.
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -254,6 +255,37 @@ async def test_bad_bucket_arguments_are_rejected(backend: Backend) -> None:
         await backend.state.take("bucket", 0, 1)
     with pytest.raises(ValueError, match="capacity must be positive"):
         await backend.state.take("bucket", 1, 0)
+
+
+# ---- decaying counts ----
+
+
+async def test_a_rate_counts_events_and_decays_exponentially(backend: Backend) -> None:
+    s = backend.state
+    assert await s.rate("bucket", 1.0, add=False) == 0
+    counts = [await s.rate("bucket", 1.0) for _ in range(4)]
+    assert [round(c, 2) for c in counts] == [1, 2, 3, 4] or all(  # Redis: time passes
+        abs(c - n) < 0.05 for c, n in zip(counts, [1, 2, 3, 4], strict=True))
+    await backend.advance(0.7)
+    left = await s.rate("bucket", 1.0, add=False)
+    assert 4 * math.exp(-0.85) < left < 4 * math.exp(-0.7) + 0.001  # e^(-t/period)
+    assert await s.rate("bucket", 1.0, add=False) == pytest.approx(left, abs=0.02)
+    assert await s.rate("bucket", 1.0) == pytest.approx(left + 1, abs=0.02)
+
+
+async def test_a_rate_key_expires_once_the_count_has_decayed(backend: Backend) -> None:
+    s = backend.state
+    await s.rate("bucket", 0.02)
+    left = await s.ttl("bucket")
+    assert left is not None and 0 < left <= 0.02 * 12 + 0.01
+    await backend.advance(0.4)
+    assert await s.get("bucket") is None
+    assert await s.rate("bucket", 0.02, add=False) == 0
+
+
+async def test_bad_rate_arguments_are_rejected(backend: Backend) -> None:
+    with pytest.raises(ValueError, match="period must be positive"):
+        await backend.state.rate("bucket", 0)
 
 
 async def test_set_members_expire_individually(backend: Backend) -> None:

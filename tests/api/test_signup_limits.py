@@ -171,10 +171,9 @@ async def test_a_shared_address_with_100_sign_ups_an_hour_is_slowed_never_locked
         paid.append(await sign_up_paying(api, "203.0.113.50"))
         api.clock.advance(HOUR / 100)
     free = paid.count(0)
-    assert 20 < free < 40  # the burst, and the hour's refill
-    # the default difficulty: 2^15 to 2^18 hashes, under a second in a browser (bench/)
-    assert set(paid) - {0} <= {15, 16, 17, 18}
-    assert max(paid) == 18
+    assert 20 < free < 45  # the burst, the hour's refill, and some the network allowed
+    # five times the budget: 2^15 to 2^16 hashes, a tenth of a second in a browser (bench/)
+    assert set(paid) - {0} == {15, 16}
 
 
 async def test_a_flood_from_one_address_hits_the_ceiling_with_a_human_message(
@@ -183,7 +182,7 @@ async def test_a_flood_from_one_address_hits_the_ceiling_with_a_human_message(
     api = await make_api(aiohttp_client, tmp_path,
                          limits(2, NAPALMSKY_RATE_SIGNUP_CEILING_PER_HOUR="6"))
     paid = [await sign_up_paying(api, "198.51.100.20") for _ in range(6)]
-    assert paid == [0, 0, 4, 5, 5, 6]  # one bit more for each hour's budget owed
+    assert paid == [0, 0, 4, 5, 5, 5]  # one bit more each time the rate doubles
     status, body, headers = await sign_up(api, "198.51.100.20")
     assert (status, error(body)) == (429, "rate_limited")
     assert body["error"]["message"] == (

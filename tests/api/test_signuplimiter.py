@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from adapters.live import MemoryLiveState
@@ -53,35 +55,47 @@ def test_a_policy_needs_sane_bits() -> None:
         SignupPolicy(base_bits=20, max_bits=10)
 
 
-async def test_difficulty_rises_a_bit_per_budget_owed_up_to_the_maximum(
+async def test_difficulty_rises_a_bit_each_time_the_rate_doubles_up_to_the_maximum(
     fake_clock: FakeClock
 ) -> None:
     signups = limiter(fake_clock)
-    paid = [await sign_up(signups, "198.51.100.1") for _ in range(12)]
-    assert paid == [0, 0, 2, 3, 3, 4, 4, 5, 5, 5, 5, 5]
+    paid = [await sign_up(signups, "198.51.100.1") for _ in range(20)]
+    # the n-th sign-up in a row: n an hour against a budget of 2 (base 2 bits, at most 5)
+    assert paid == [0, 0] + [min(5, 2 + math.floor(math.log2(n / 2))) for n in range(3, 21)]
+    assert paid[2:8] == [2, 3, 3, 3, 3, 4]
 
 
-async def test_asking_for_challenges_without_solving_them_costs_nothing(
+async def test_asking_for_challenges_raises_only_the_askers_price(
     fake_clock: FakeClock
 ) -> None:
     signups = limiter(fake_clock)
     for _ in range(2):
         await signups.admit("198.51.100.1", None)
-    for _ in range(50):
+    bits = []
+    for _ in range(30):
         with pytest.raises(ChallengeRequired) as caught:
             await signups.admit("198.51.100.1", None)
-        assert caught.value.challenge["bits"] == 2
-    assert await sign_up(signups, "198.51.100.2") == 0  # nor does it spend the network's
+        bits.append(caught.value.challenge["bits"])
+    assert bits[0] == 2 and bits[-1] == 5
+    assert await sign_up(signups, "198.51.100.2") == 0  # the network's budget is untouched
+    assert await sign_up(signups, "198.51.101.1") == 0
 
 
-async def test_the_debt_is_paid_off_at_the_budgets_rate(fake_clock: FakeClock) -> None:
+async def test_the_price_forgets_an_old_burst(fake_clock: FakeClock) -> None:
     signups = limiter(fake_clock)
     paid = [await sign_up(signups, "198.51.100.1") for _ in range(6)]
-    assert paid == [0, 0, 2, 3, 3, 4]
-    fake_clock.advance(HOUR)  # two sign-ups' worth paid off
-    assert await sign_up(signups, "198.51.100.1") == 3
-    fake_clock.advance(3 * HOUR)  # the rest, and a free one
-    assert await sign_up(signups, "198.51.100.1") == 0
+    assert paid == [0, 0, 2, 3, 3, 3]
+    fake_clock.advance(5 * HOUR)  # the count decays as e^(-t/hour): nothing left
+    assert [await sign_up(signups, "198.51.100.1") for _ in range(3)] == [0, 0, 2]
+
+
+async def test_a_steady_pace_pays_a_steady_price(fake_clock: FakeClock) -> None:
+    signups = limiter(fake_clock)
+    paid = []
+    for _ in range(8 * 10):  # ten an hour for eight hours: five times the budget
+        paid.append(await sign_up(signups, "198.51.100.1"))
+        fake_clock.advance(HOUR / 10)
+    assert set(paid[-40:]) <= {0, 4}  # 2 + log2(10 / 2) rounded down, hour after hour
 
 
 async def test_a_flooded_network_raises_the_price_for_all_its_addresses(
@@ -90,7 +104,7 @@ async def test_a_flooded_network_raises_the_price_for_all_its_addresses(
     signups = limiter(fake_clock)
     paid = [await sign_up(signups, f"192.0.2.{i}") for i in range(1, 31)]
     assert paid[:6] == [0] * 6  # the network's budget of 6, each from a fresh address
-    assert paid[-1] == 5  # 24 owed: four budgets' worth, capped at the maximum
+    assert paid[6] == 2 and paid[-1] == 4  # 30 an hour against 6: 2 + log2(5)
     assert await sign_up(signups, "192.0.3.1") == 0  # the next /24 pays nothing
 
 
@@ -111,7 +125,7 @@ async def test_the_ceiling_refuses_in_words_and_a_solution_does_not_pass_it(
         "Too many sign-ups from your network right now. Try again in about 15 minutes.")
     assert 899 <= refused.value.retry_after <= 900
     fake_clock.advance(900)
-    assert await sign_up(signups, "198.51.100.1") == 3  # a slower pace passes again
+    assert await sign_up(signups, "198.51.100.1") > 0  # a slower pace passes again
 
 
 async def test_a_solution_passes_once(fake_clock: FakeClock) -> None:

@@ -40,3 +40,19 @@ def client_ip(peer: str | None, forwarded_for: Sequence[str],
             return hop
         current = hop
     return current
+
+
+def scopes(address: str) -> tuple[str, str]:
+    """The (client, network) a rate limit counts `address` in: an IPv4 address and its /24;
+    an IPv6 /64 (what one subscriber or host is given) and its /48 (one site). An IPv4-mapped
+    IPv6 address counts as the IPv4 one; anything unparseable (a Unix socket) as itself."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address, address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip), str(ipaddress.ip_network(f"{ip}/24", strict=False))
+    return (str(ipaddress.ip_network(f"{ip}/64", strict=False)),
+            str(ipaddress.ip_network(f"{ip}/48", strict=False)))

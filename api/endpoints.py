@@ -41,6 +41,8 @@ class Endpoint:
     #: Path and query parameters, a field each: those named `{like_this}` in the path are path
     #: parameters, the others query parameters. Checked before the handler runs (400).
     params: type[BaseModel] | None = None
+    #: Longer words for the document than the summary (limits, retries).
+    description: str | None = None
 
     def parameters(self) -> type[BaseModel] | None:
         return self.params
@@ -184,10 +186,13 @@ def openapi(endpoints: Sequence[Endpoint], *, title: str, version: str,
             .replace("{", "").replace("}", "").replace("-", "_"),
             "responses": {},
         }
+        descriptions = [e.description] if e.description else []
         if e.auth != "none":
             operation["security"] = [{"bearerAuth": []}]
             if e.auth == "admin":
-                operation["description"] = "Admins only, with a session that passed TOTP."
+                descriptions.insert(0, "Admins only, with a session that passed TOTP.")
+        if descriptions:
+            operation["description"] = " ".join(descriptions)
         parameters = _parameters(e, e.parameters())
         if parameters:
             operation["parameters"] = parameters

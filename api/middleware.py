@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from core import context
-from core.errors import ErrorCode, NapalmError, RateLimited
+from core.errors import ChallengeRequired, ErrorCode, NapalmError, RateLimited
 from core.text import check_text
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,8 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.CHALLENGE_REQUIRED: 429,
+    ErrorCode.CHALLENGE_FAILED: 403,
     ErrorCode.UNAVAILABLE: 503,
     ErrorCode.INTERNAL: 500,
 }
@@ -52,10 +54,11 @@ _CODE_BY_STATUS: dict[int, ErrorCode] = {
 
 
 def error_response(
-    code: ErrorCode, message: str, status: int | None = None, headers: dict[str, str] | None = None
+    code: ErrorCode, message: str, status: int | None = None, headers: dict[str, str] | None = None,
+    extra: dict[str, object] | None = None,
 ) -> web.Response:
     return web.json_response(
-        {"error": {"code": code.value, "message": message}},
+        {"error": {"code": code.value, "message": message, **(extra or {})}},
         status=status if status is not None else STATUS_BY_CODE[code],
         headers=headers,
     )
@@ -89,7 +92,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except RateLimited as exc:
         retry = str(max(1, int(exc.retry_after + 0.999)))
-        return error_response(exc.code, exc.message, headers={"Retry-After": retry})
+        extra: dict[str, object] | None = None
+        if isinstance(exc, ChallengeRequired):
+            extra = {"challenge": exc.challenge}
+        return error_response(exc.code, exc.message, headers={"Retry-After": retry}, extra=extra)
     except NapalmError as exc:
         if exc.code is ErrorCode.INTERNAL:
             log.error("internal error on %s %s: %s", request.method, request.path, exc.message)

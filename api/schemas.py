@@ -27,6 +27,8 @@ from pydantic import (
     WrapValidator,
 )
 
+from api.powchallenge import COUNTER_PATTERN, TOKEN_PATTERN
+from api.powchallenge import MAX_TOKEN_LENGTH as CHALLENGE_TOKEN_MAX
 from core.accounts import MAX_NAME
 from core.errors import ErrorCode, InvalidArgument
 from core.passwords import MAX_BYTES as PASSWORD_MAX_BYTES
@@ -154,9 +156,30 @@ class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ChallengeSolution(Request):
+    """A solved proof-of-work challenge, from a 429 `challenge_required`."""
+
+    token: Annotated[str, StringConstraints(max_length=CHALLENGE_TOKEN_MAX, pattern=TOKEN_PATTERN),
+                     Field(description="The challenge's `token`, as given."),
+                     _reasons("challenge.token", string_too_long="is not a challenge token",
+                              string_pattern_mismatch="is not a challenge token")]
+    counter: Annotated[str, StringConstraints(pattern=COUNTER_PATTERN),
+                       Field(description="Decimal digits such that SHA-256(token + counter) "
+                                         "starts with the challenge's `bits` zero bits."),
+                       _reasons("challenge.counter", string_pattern_mismatch="must be 1 to 20 "
+                                "digits")]
+
+
+_SOLUTION = Field(default=None, description=(
+    "Only when the previous answer was 429 `challenge_required`: its challenge, solved. "
+    "A solution is good once, from the address it was given to, until it expires; a bad one "
+    "is a 403 `challenge_failed`."))
+
+
 class GuestRequest(Request):
     name: Name
     gender: Gender
+    challenge: ChallengeSolution | None = _SOLUTION
 
 
 class RegisterRequest(Request):
@@ -164,6 +187,7 @@ class RegisterRequest(Request):
     password: NewPassword
     name: Name
     gender: Gender
+    challenge: ChallengeSolution | None = _SOLUTION
 
 
 class LoginRequest(Request):
@@ -283,9 +307,22 @@ class AdminUser(Me):
     paidStatus: str
 
 
+class Challenge(BaseModel):
+    """A proof-of-work challenge: find a decimal `counter` such that SHA-256(token + counter),
+    as UTF-8, starts with `bits` zero bits (about 2^bits tries), then send the request again
+    with `"challenge": {"token", "counter"}` in its body."""
+
+    token: str
+    algorithm: Literal["sha256-leading-zero-bits"]
+    bits: int = Field(ge=1, le=32)
+    expiresIn: int = Field(ge=1, description="Seconds the challenge stays valid.")
+
+
 class ErrorBody(BaseModel):
     code: ErrorCode
     message: str
+    challenge: Challenge | None = Field(
+        default=None, description="With code `challenge_required` only: what to solve.")
 
 
 class ErrorResponse(BaseModel):

@@ -17,6 +17,7 @@ from api.schemas import (
     AdminUser,
     AuthResponse,
     CallSummaryOut,
+    ChallengeSolution,
     GuestRequest,
     LoginRequest,
     Me,
@@ -29,6 +30,7 @@ from api.schemas import (
     UpgradeRequest,
     UserPath,
 )
+from api.signuplimiter import SignupLimiter, Solution
 from core.accounts import AccountService, AuthContext, SignedIn, check_name
 from core.blobs import BlobStore
 from core.clock import Clock, utcnow
@@ -38,6 +40,13 @@ from core.store import Store, User, UserChanges
 from recorder.selfie import MAX_UPLOAD_BYTES, process_selfie_async
 
 PREFIX = "/api/v1"
+SIGNUP_ERRORS = (ErrorCode.CHALLENGE_REQUIRED, ErrorCode.CHALLENGE_FAILED)
+SIGNUP_LIMITS = (
+    "Sign-ups from one address or network beyond its budget are not refused: the answer is "
+    "429 `challenge_required` with `error.challenge`, a proof-of-work to solve; send the same "
+    "request again with `challenge: {token, counter}`. A bad, expired or reused solution is "
+    "403 `challenge_failed` (ask again without one). Only far beyond the budget is a sign-up "
+    "refused: 429 `rate_limited`, with `Retry-After`.")
 HOUR = 3600.0
 MINUTE = 60.0
 SELFIE_URL_TTL = 3600
@@ -47,7 +56,6 @@ SELFIE_MEDIA = ("image/jpeg", "image/png", "image/webp")
 @dataclass(frozen=True, slots=True)
 class Limits:
     login_per_hour: int = 5
-    signup_per_hour: int = 20
     token_per_minute: int = 600
 
 
@@ -57,6 +65,7 @@ class ApiContext:
     store: Store
     blobs: BlobStore
     limiter: RateLimiter
+    signups: SignupLimiter
     clock: Clock
     limits: Limits
     trusted_proxies: tuple[IPNetwork, ...]
@@ -100,16 +109,20 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
 
     # ---- auth ----
 
+    async def admit_signup(ip: str, solution: ChallengeSolution | None) -> None:
+        await get().signups.admit(
+            ip, None if solution is None else Solution(solution.token, solution.counter))
+
     async def guest(request: web.Request) -> web.Response:
         ctx, ip = get(), ip_of(request)
-        await ctx.limiter.hit(f"signup:{ip}", ctx.limits.signup_per_hour, HOUR, "sign-ups")
         body = await parse_body(request, GuestRequest)
+        await admit_signup(ip, body.challenge)
         return await signed_in(await ctx.accounts.sign_up_guest(body.name, body.gender, ip), 201)
 
     async def register(request: web.Request) -> web.Response:
         ctx, ip = get(), ip_of(request)
-        await ctx.limiter.hit(f"signup:{ip}", ctx.limits.signup_per_hour, HOUR, "sign-ups")
         body = await parse_body(request, RegisterRequest)
+        await admit_signup(ip, body.challenge)
         result = await ctx.accounts.register(body.email, body.password, body.name, body.gender,
                                              ip)
         return await signed_in(result, 201)
@@ -214,10 +227,11 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
     E = ErrorCode
     endpoints = [
         Endpoint("POST", f"{PREFIX}/auth/guest", guest, "Sign up as a guest",
-                 request=GuestRequest, response=AuthResponse, status=201),
+                 request=GuestRequest, response=AuthResponse, status=201,
+                 errors=SIGNUP_ERRORS, description=SIGNUP_LIMITS),
         Endpoint("POST", f"{PREFIX}/auth/register", register, "Create a permanent account",
                  request=RegisterRequest, response=AuthResponse, status=201,
-                 errors=(E.ALREADY_EXISTS,)),
+                 errors=(E.ALREADY_EXISTS, *SIGNUP_ERRORS), description=SIGNUP_LIMITS),
         Endpoint("POST", f"{PREFIX}/auth/login", login, "Sign in with email and password",
                  request=LoginRequest, response=AuthResponse, errors=(E.UNAUTHENTICATED,)),
         Endpoint("POST", f"{PREFIX}/auth/upgrade", upgrade,

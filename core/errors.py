@@ -20,6 +20,8 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "payload_too_large"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     RATE_LIMITED = "rate_limited"
+    CHALLENGE_REQUIRED = "challenge_required"
+    CHALLENGE_FAILED = "challenge_failed"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
 
@@ -72,6 +74,24 @@ class RateLimited(NapalmError):
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ChallengeRequired(RateLimited):
+    """A budget is spent, but the request may still pass with a solved proof-of-work
+    challenge: `challenge` is what the client must solve (its wire form)."""
+
+    code = ErrorCode.CHALLENGE_REQUIRED
+
+    def __init__(self, message: str, retry_after: float, challenge: dict[str, object]) -> None:
+        super().__init__(message, retry_after)
+        self.challenge = challenge
+
+
+class ChallengeFailed(NapalmError):
+    """A challenge solution that is forged, expired, already used or wrong (403: the request
+    is well formed, the proof is refused)."""
+
+    code = ErrorCode.CHALLENGE_FAILED
 
 
 class Unavailable(NapalmError):

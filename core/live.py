@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from core.ids import NodeId, UserId
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """A token bucket as one `LiveState.take` left it."""
+
+    allowed: bool
+    """True when the unit was taken (or, for a peek, would have been)."""
+    used: float
+    """Units in use after the call: 0 for an idle bucket, up to the capacity it was called with."""
+    retry_after: float
+    """Seconds until a take at the same capacity would be allowed; 0 when `allowed`."""
 
 
 class LiveState(Protocol):
@@ -51,6 +64,28 @@ class LiveState(Protocol):
         """Count one hit in a fixed window of `window` seconds that starts at the first hit.
 
         Returns the count so far in the window and the seconds until the window resets.
+        """
+        ...
+
+    async def take(self, key: str, interval: float, capacity: float, *,
+                   peek: bool = False) -> Bucket:
+        """Take one unit from the token bucket `key`, atomically (GCRA: one stored value).
+
+        The bucket regains one unit every `interval` seconds and holds up to `capacity` units
+        in use; a take that would exceed `capacity` is refused and changes nothing. Callers may
+        pass different capacities for the same key (a larger one lets a unit be taken "on
+        credit", which later normal takes must wait out). With `peek` nothing is taken: the
+        answer says whether a take would be allowed. An idle bucket's key expires by itself.
+        """
+        ...
+
+    async def rate(self, key: str, period: float, *, add: bool = True) -> float:
+        """Count one event (none with `add=False`) in the decaying count `key`, atomically,
+        and return the count: every event adds 1 and the count decays as e^(-t/period).
+
+        At a steady R events per `period` the count tends to R, so it reads as the recent
+        rate per `period`, forgetting the past smoothly (a burst long ago weighs nothing).
+        The key expires by itself once the count has decayed to nothing.
         """
         ...
 

@@ -77,6 +77,11 @@ class Settings:
     bcrypt_rounds: int
     rate_login_per_hour: int
     rate_signup_per_hour: int
+    rate_signup_network_per_hour: int
+    rate_signup_ceiling_per_hour: int
+    rate_signup_network_ceiling_per_hour: int
+    signup_challenge_bits: int
+    signup_challenge_max_bits: int
     rate_token_per_minute: int
     trusted_proxies: tuple[str, ...]
     cors_origins: tuple[str, ...]
@@ -262,6 +267,13 @@ def _bcrypt_rounds(raw: str) -> int:
     return value
 
 
+def _challenge_bits(raw: str) -> int:
+    value = _positive_int(raw)
+    if not 1 <= value <= 32:
+        raise ValueError("expected 1 to 32")
+    return value
+
+
 def _prefix(raw: str) -> str:
     if not re.match(r"^[A-Za-z0-9:._/-]*$", raw):
         raise ValueError("expected letters, digits and ':._/-'")
@@ -358,7 +370,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rate_login_per_hour", "NAPALMSKY_RATE_LOGIN_PER_HOUR", _positive_int, "5",
             "Login attempts per client IP per hour (across nodes, through live state)."),
     Setting("rate_signup_per_hour", "NAPALMSKY_RATE_SIGNUP_PER_HOUR", _positive_int, "20",
-            "Sign-ups (guest or registered) per client IP per hour."),
+            "Free sign-ups (guest or registered) per client address (IPv4, IPv6 /64) per hour, "
+            "refilling steadily; also how many may come at once. Beyond it a sign-up needs a "
+            "proof-of-work challenge (429 `challenge_required`), never a wait."),
+    Setting("rate_signup_network_per_hour", "NAPALMSKY_RATE_SIGNUP_NETWORK_PER_HOUR",
+            _positive_int, None,
+            "Free sign-ups per network (IPv4 /24, IPv6 /48) per hour, and its burst. Default: "
+            "5 x NAPALMSKY_RATE_SIGNUP_PER_HOUR."),
+    Setting("rate_signup_ceiling_per_hour", "NAPALMSKY_RATE_SIGNUP_CEILING_PER_HOUR",
+            _positive_int, None,
+            "Hard ceiling: sign-ups per client address per hour, challenges solved or not, "
+            "beyond which they are refused (429 `rate_limited`). Default: 15 x "
+            "NAPALMSKY_RATE_SIGNUP_PER_HOUR."),
+    Setting("rate_signup_network_ceiling_per_hour",
+            "NAPALMSKY_RATE_SIGNUP_NETWORK_CEILING_PER_HOUR", _positive_int, None,
+            "Hard ceiling per network per hour. Default: 50 x NAPALMSKY_RATE_SIGNUP_PER_HOUR."),
+    Setting("signup_challenge_bits", "NAPALMSKY_SIGNUP_CHALLENGE_BITS", _challenge_bits, "15",
+            "Difficulty (leading zero bits of SHA-256) of a sign-up challenge once a budget is "
+            "spent; one bit more (twice the work) each time the recent rate of sign-ups from "
+            "the address or network doubles past its budget."),
+    Setting("signup_challenge_max_bits", "NAPALMSKY_SIGNUP_CHALLENGE_MAX_BITS",
+            _challenge_bits, "23", "Highest difficulty of a sign-up challenge."),
     Setting("rate_token_per_minute", "NAPALMSKY_RATE_TOKEN_PER_MINUTE", _positive_int, "600",
             "Authenticated requests per session token per minute."),
     Setting("trusted_proxies", "NAPALMSKY_TRUSTED_PROXIES", _networks, "",
@@ -434,6 +466,14 @@ def load_settings(env: Mapping[str, str], *, hostname: str = "localhost") -> Set
         if ":" in shown_host:
             shown_host = f"[{shown_host}]"
         values["public_url"] = f"http://{shown_host}:{values['port']}"
+    derived = {"rate_signup_network_per_hour": 5, "rate_signup_ceiling_per_hour": 15,
+               "rate_signup_network_ceiling_per_hour": 50}
+    for key, times in derived.items():
+        if values[key] is None:
+            values[key] = times * values["rate_signup_per_hour"]
+    if values["signup_challenge_bits"] > values["signup_challenge_max_bits"]:
+        raise SettingsError("NAPALMSKY_SIGNUP_CHALLENGE_BITS: must not exceed "
+                            "NAPALMSKY_SIGNUP_CHALLENGE_MAX_BITS")
     if values["rtc_bind"] is None:
         values["rtc_bind"] = ()
     if values["rtc_announce"] is None:

@@ -30,8 +30,10 @@ from api.endpoints import routes as endpoint_routes
 from api.health import Probe, health_routes
 from api.metrics import HttpMetrics, metrics_middleware, metrics_routes, new_registry
 from api.middleware import error_middleware, request_id_middleware
+from api.powchallenge import Challenges
 from api.ratelimit import RateLimiter
 from api.security import cors_preflight, security_headers
+from api.signuplimiter import SignupLimiter, SignupPolicy
 from api.v1 import ApiContext, Limits, api_endpoints, openapi_endpoint
 from core import context
 from core.accounts import AccountService, SessionPolicy
@@ -122,6 +124,19 @@ def make_accounts(settings: Settings, store: Store, live: LiveState,
                           bus=bus)
 
 
+def make_signup_limiter(settings: Settings, live: LiveState, clock: Clock) -> SignupLimiter:
+    """Sign-up budgets; challenges are signed with the node secret, so any node checks any."""
+    policy = SignupPolicy(
+        per_hour=settings.rate_signup_per_hour,
+        network_per_hour=settings.rate_signup_network_per_hour,
+        ceiling_per_hour=settings.rate_signup_ceiling_per_hour,
+        network_ceiling_per_hour=settings.rate_signup_network_ceiling_per_hour,
+        base_bits=settings.signup_challenge_bits,
+        max_bits=settings.signup_challenge_max_bits,
+    )
+    return SignupLimiter(live, Challenges(node_secret(settings), clock), clock, policy)
+
+
 def make_api_context(services: Services) -> ApiContext:
     settings = services.settings
     return ApiContext(
@@ -130,9 +145,9 @@ def make_api_context(services: Services) -> ApiContext:
         store=services.store,
         blobs=services.blobs,
         limiter=RateLimiter(services.live),
+        signups=make_signup_limiter(settings, services.live, services.clock),
         clock=services.clock,
         limits=Limits(login_per_hour=settings.rate_login_per_hour,
-                      signup_per_hour=settings.rate_signup_per_hour,
                       token_per_minute=settings.rate_token_per_minute),
         trusted_proxies=parse_networks(settings.trusted_proxies),
     )

@@ -10,17 +10,22 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from core.clock import Clock
 from core.errors import Unavailable
-from core.live import MessageHandler
+from core.live import Bucket, MessageHandler
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_QUEUE_SIZE = 1000
 """Messages a subscription holds for a handler that is behind; later ones are dropped."""
+
+
+RATE_TTL = 12
+"""A decaying count is kept for this many periods after its last event (e^-12: nothing)."""
 
 
 def check_ttl(ttl: float, name: str = "ttl") -> None:
@@ -143,6 +148,48 @@ class MemoryLiveState:
         if entry.expires_at is None:  # a plain value turned counter: give it a window
             entry.expires_at = now + window
         return count, entry.expires_at - now
+
+    async def take(self, key: str, interval: float, capacity: float, *,
+                   peek: bool = False) -> Bucket:
+        self._check_open()
+        check_ttl(interval, "interval")
+        check_ttl(capacity, "capacity")
+        # Whole microseconds, as in the Redis script, so both round alike.
+        step = max(1, round(interval * 1_000_000))
+        limit = round(capacity * step)
+        now = round(self._now() * 1_000_000)
+        entry = self._live(key)
+        try:
+            tat = now if entry is None else int(entry.value)
+        except ValueError:
+            raise ValueError(f"value of {key!r} is not a bucket") from None
+        level = max(0, tat - now)
+        after = level + step
+        if after > limit + 1:
+            return Bucket(False, level / step, (after - limit) / 1_000_000)
+        if peek:
+            return Bucket(True, level / step, 0.0)
+        self._values[key] = _Value(str(now + after), (now + after) / 1_000_000)
+        self._wrote()
+        return Bucket(True, after / step, 0.0)
+
+    async def rate(self, key: str, period: float, *, add: bool = True) -> float:
+        self._check_open()
+        check_ttl(period, "period")
+        now = round(self._now() * 1_000_000)
+        entry = self._live(key)
+        count = 0.0
+        if entry is not None:
+            try:
+                value, _, at = entry.value.partition(":")
+                count = float(value) * math.exp(-(now - int(at)) / (period * 1_000_000))
+            except ValueError:
+                raise ValueError(f"value of {key!r} is not a rate") from None
+        if add:
+            count += 1
+            self._values[key] = _Value(f"{count!r}:{now}", self._now() + RATE_TTL * period)
+            self._wrote()
+        return count
 
     # -- sets with expiring members -------------------------------------------------------
 

@@ -28,13 +28,14 @@ from redis.maint_notifications import MaintNotificationsConfig
 
 from adapters.live.memory import (
     DEFAULT_QUEUE_SIZE,
+    RATE_TTL,
     QueuedSubscription,
     cancel_and_wait,
     check_ttl,
 )
 from core.clock import Clock, SystemClock
 from core.errors import Unavailable
-from core.live import MessageHandler
+from core.live import Bucket, MessageHandler
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,49 @@ if left < 0 then
     left = tonumber(ARGV[1])
 end
 return {count, left}
+"""
+
+# KEYS[1] = bucket, ARGV[1] = interval in us, ARGV[2] = capacity * interval in us,
+# ARGV[3] = 1 to peek. The value is the bucket's theoretical arrival time (GCRA) in us on the
+# Redis server's clock, so every node sees one bucket whatever its own clock says.
+# Returns {allowed, us in use after the call, us until a take fits}.
+_TAKE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now) or now
+local interval = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local level = math.max(0, tat - now)
+local after = level + interval
+if after > limit + 1 then
+    return {0, level, after - limit}
+end
+if ARGV[3] == '1' then
+    return {1, level, 0}
+end
+redis.call('SET', KEYS[1], string.format('%d', now + after), 'PX', math.ceil(after / 1000))
+return {1, after, 0}
+"""
+
+# KEYS[1] = decaying count, ARGV[1] = period in us, ARGV[2] = 1 to add an event, ARGV[3] =
+# periods to keep the key. The value is `<count>:<us on the server's clock>`. Returns the count
+# as a string (a Lua number would come back truncated to an integer).
+_RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local period = tonumber(ARGV[1])
+local count = 0
+local stored = redis.call('GET', KEYS[1])
+if stored then
+    local value, at = string.match(stored, '^([^:]+):(%d+)$')
+    count = tonumber(value) * math.exp(-(now - tonumber(at)) / period)
+end
+if ARGV[2] == '1' then
+    count = count + 1
+    redis.call('SET', KEYS[1], string.format('%.17g:%d', count, now),
+               'PX', math.ceil(period * tonumber(ARGV[3]) / 1000))
+end
+return string.format('%.17g', count)
 """
 
 # Server time in ms, shared by the set scripts.
@@ -176,6 +220,8 @@ class RedisLiveState:
         self._redis = _client(url, socket_timeout)
         self._release = self._redis.register_script(_RELEASE)
         self._incr = self._redis.register_script(_INCR)
+        self._take = self._redis.register_script(_TAKE)
+        self._rate = self._redis.register_script(_RATE)
         self._set_add = self._redis.register_script(_SET_ADD)
         self._set_remove = self._redis.register_script(_SET_REMOVE)
         self._set_members = self._redis.register_script(_SET_MEMBERS)
@@ -238,6 +284,25 @@ class RedisLiveState:
         with self._errors.outage():
             count, left = await self._incr(keys=[k], args=[_ms(window)])
         return int(count), int(left) / 1000
+
+    async def take(self, key: str, interval: float, capacity: float, *,
+                   peek: bool = False) -> Bucket:
+        k = self._key(key)
+        check_ttl(interval, "interval")
+        check_ttl(capacity, "capacity")
+        step = max(1, round(interval * 1_000_000))
+        with self._errors.outage():
+            allowed, used, wait = await self._take(
+                keys=[k], args=[step, round(capacity * step), "1" if peek else "0"])
+        return Bucket(bool(allowed), int(used) / step, int(wait) / 1_000_000)
+
+    async def rate(self, key: str, period: float, *, add: bool = True) -> float:
+        k = self._key(key)
+        check_ttl(period, "period")
+        with self._errors.outage():
+            count = await self._rate(keys=[k], args=[max(1, round(period * 1_000_000)),
+                                                     "1" if add else "0", RATE_TTL])
+        return float(count)
 
     async def set_add(self, key: str, member: str, ttl: float) -> None:
         k = self._key(key)

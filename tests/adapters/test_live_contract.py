@@ -8,6 +8,7 @@ the time waited are at least 0.15 s.
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ TTL = 0.3
 """A time to live that `advance(LONGER)` outlasts and `advance(SHORTER)` does not."""
 SHORTER = 0.1
 LONGER = 0.5
-KEYS = ["k", "k2", "lock", "gone", "count", "set", "other"]
+KEYS = ["k", "k2", "lock", "gone", "count", "set", "other", "bucket"]
 
 
 @dataclass
@@ -185,6 +186,106 @@ async def test_incr_counts_in_a_fixed_window(backend: Backend) -> None:
     count, left = await s.incr("count", TTL)
     assert count == 1
     assert TTL - 0.1 < left <= TTL
+
+
+# ---- token buckets (GCRA) ----
+
+STEP = 0.2
+"""A bucket's refill interval in these tests: a unit comes back every STEP seconds."""
+
+
+async def test_a_bucket_allows_its_capacity_then_refuses(backend: Backend) -> None:
+    s = backend.state
+    used = []
+    for _ in range(3):
+        bucket = await s.take("bucket", STEP, 3)
+        assert bucket.allowed and bucket.retry_after == 0
+        used.append(round(bucket.used))
+    assert used == [1, 2, 3]
+    refused = await s.take("bucket", STEP, 3)
+    assert not refused.allowed
+    assert 2.5 < refused.used <= 3
+    assert 0 < refused.retry_after <= STEP
+    await backend.advance(STEP + 0.15)  # one unit back, and a bit more
+    assert (await s.take("bucket", STEP, 3)).allowed
+    assert not (await s.take("bucket", STEP, 3)).allowed
+
+
+async def test_a_bucket_refills_steadily_and_its_key_expires_when_idle(backend: Backend) -> None:
+    s = backend.state
+    for _ in range(2):
+        await s.take("bucket", STEP, 2)
+    left = await s.ttl("bucket")
+    assert left is not None and 2 * STEP - 0.05 < left <= 2 * STEP + 0.01
+    await backend.advance(2 * STEP + 0.15)
+    assert await s.get("bucket") is None  # idle: nothing stored
+    assert round((await s.take("bucket", STEP, 2)).used) == 1
+
+
+async def test_a_peek_takes_nothing(backend: Backend) -> None:
+    s = backend.state
+    peek = await s.take("bucket", 10, 1, peek=True)
+    assert peek.allowed and peek.used == 0
+    assert (await s.take("bucket", 10, 1)).allowed
+    peek = await s.take("bucket", 10, 1, peek=True)
+    assert not peek.allowed and round(peek.used) == 1 and 9 < peek.retry_after <= 10
+    assert round((await s.take("bucket", 10, 1, peek=True)).used) == 1
+
+
+async def test_a_larger_capacity_takes_on_credit(backend: Backend) -> None:
+    s = backend.state
+    assert (await s.take("bucket", 10, 2)).allowed
+    assert (await s.take("bucket", 10, 2)).allowed
+    assert not (await s.take("bucket", 10, 2)).allowed
+    credit = await s.take("bucket", 10, 5)
+    assert credit.allowed and round(credit.used) == 3
+    refused = await s.take("bucket", 10, 2)
+    assert not refused.allowed
+    assert 19 < refused.retry_after <= 20  # two units must come back before one fits
+
+
+async def test_concurrent_takes_never_exceed_the_capacity(backend: Backend) -> None:
+    s = backend.state
+    results = await asyncio.gather(*(s.take("bucket", 10, 4) for _ in range(12)))
+    assert sorted(b.allowed for b in results) == [False] * 8 + [True] * 4
+
+
+async def test_bad_bucket_arguments_are_rejected(backend: Backend) -> None:
+    with pytest.raises(ValueError, match="interval must be positive"):
+        await backend.state.take("bucket", 0, 1)
+    with pytest.raises(ValueError, match="capacity must be positive"):
+        await backend.state.take("bucket", 1, 0)
+
+
+# ---- decaying counts ----
+
+
+async def test_a_rate_counts_events_and_decays_exponentially(backend: Backend) -> None:
+    s = backend.state
+    assert await s.rate("bucket", 1.0, add=False) == 0
+    counts = [await s.rate("bucket", 1.0) for _ in range(4)]
+    assert [round(c, 2) for c in counts] == [1, 2, 3, 4] or all(  # Redis: time passes
+        abs(c - n) < 0.05 for c, n in zip(counts, [1, 2, 3, 4], strict=True))
+    await backend.advance(0.7)
+    left = await s.rate("bucket", 1.0, add=False)
+    assert 4 * math.exp(-0.85) < left < 4 * math.exp(-0.7) + 0.001  # e^(-t/period)
+    assert await s.rate("bucket", 1.0, add=False) == pytest.approx(left, abs=0.02)
+    assert await s.rate("bucket", 1.0) == pytest.approx(left + 1, abs=0.02)
+
+
+async def test_a_rate_key_expires_once_the_count_has_decayed(backend: Backend) -> None:
+    s = backend.state
+    await s.rate("bucket", 0.02)
+    left = await s.ttl("bucket")
+    assert left is not None and 0 < left <= 0.02 * 12 + 0.01
+    await backend.advance(0.4)
+    assert await s.get("bucket") is None
+    assert await s.rate("bucket", 0.02, add=False) == 0
+
+
+async def test_bad_rate_arguments_are_rejected(backend: Backend) -> None:
+    with pytest.raises(ValueError, match="period must be positive"):
+        await backend.state.rate("bucket", 0)
 
 
 async def test_set_members_expire_individually(backend: Backend) -> None:

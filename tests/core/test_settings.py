@@ -127,3 +127,30 @@ def test_every_setting_is_documented_in_the_readme() -> None:
 def test_mask_url_hides_passwords_even_in_malformed_urls() -> None:
     assert "s3cret" not in mask_url("not a url://u:s3cret@host")
     assert "s3cret" not in mask_url("postgresql://u:s3cret@host:notaport/db")
+
+
+def test_sign_up_budgets_follow_the_per_address_one_unless_set() -> None:
+    s = load_settings({})
+    assert (s.rate_signup_per_hour, s.rate_signup_network_per_hour,
+            s.rate_signup_ceiling_per_hour, s.rate_signup_network_ceiling_per_hour) == (
+        20, 100, 300, 1000)
+    assert (s.signup_challenge_bits, s.signup_challenge_max_bits) == (15, 23)
+    s = load_settings({"NAPALMSKY_RATE_SIGNUP_PER_HOUR": "10",
+                       "NAPALMSKY_RATE_SIGNUP_CEILING_PER_HOUR": "40"})
+    assert (s.rate_signup_network_per_hour, s.rate_signup_ceiling_per_hour,
+            s.rate_signup_network_ceiling_per_hour) == (50, 40, 500)
+    rows = dict(describe(s))
+    assert rows["NAPALMSKY_RATE_SIGNUP_NETWORK_PER_HOUR"] == "50"
+    assert rows["NAPALMSKY_SIGNUP_CHALLENGE_BITS"] == "15"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"NAPALMSKY_SIGNUP_CHALLENGE_BITS": "33"},
+     "NAPALMSKY_SIGNUP_CHALLENGE_BITS: expected 1 to 32"),
+    ({"NAPALMSKY_SIGNUP_CHALLENGE_BITS": "20", "NAPALMSKY_SIGNUP_CHALLENGE_MAX_BITS": "16"},
+     "must not exceed NAPALMSKY_SIGNUP_CHALLENGE_MAX_BITS"),
+    ({"NAPALMSKY_RATE_SIGNUP_NETWORK_PER_HOUR": "0"}, "expected a positive integer"),
+])
+def test_bad_sign_up_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(env)

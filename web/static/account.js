@@ -1,7 +1,9 @@
 // Signing up (with an optional selfie from a file or the camera), logging in, upgrading a guest.
 
 import { api, setToken, humanError } from "./api.js";
-import { $, show, hide, showError, clearError, notify, openDialog, closeDialog } from "./ui.js";
+import {
+  $, show, hide, showError, clearError, notify, clearNotice, openDialog, closeDialog,
+} from "./ui.js";
 import { enter, setMe, failed } from "./app.js";
 import { MAX_SELFIE_BYTES, app } from "./state.js";
 
@@ -19,7 +21,7 @@ export async function onSignup(ev) {
   const button = $("signup-submit");
   button.disabled = true;
   try {
-    const result = await api.guest(name, $("signup-gender").value);
+    const result = await api.guest(name, $("signup-gender").value, checkingBrowser);
     setToken(result.token);
     let user = result.user;
     const selfie = app.pendingSelfie;
@@ -40,6 +42,12 @@ export async function onSignup(ev) {
     button.disabled = false;
     stopSelfieCamera();
   }
+}
+
+/** While a sign-up's proof-of-work is solved (many sign-ups from this network): say so. */
+function checkingBrowser() {
+  notify("Checking your browser… (a second or two)", { sticky: true });
+  return clearNotice;
 }
 
 export async function onLogin(ev) {

@@ -1,5 +1,7 @@
 // REST client for /api/v1 and the human wording of every server error code.
 
+import { solveChallenge } from "./pow.js";
+
 const PREFIX = "/api/v1";
 const TOKEN_KEY = "napalmsky.token";
 
@@ -14,20 +16,32 @@ export const ERROR_MESSAGES = {
   payload_too_large: "That file is too large.",
   unsupported_media_type: "That file type isn't supported (use a JPEG, PNG or WebP image).",
   rate_limited: "Too many attempts: please wait a moment and try again.",
+  challenge_required: "Too many sign-ups from your network right now: please try again.",
+  challenge_failed: "Your browser check didn't go through: please try again.",
   unavailable: "The service is temporarily unavailable: please try again shortly.",
   internal: "Something went wrong on our side.",
   network: "Can't reach the server: check your connection.",
 };
 
 export class ApiError extends Error {
-  constructor(code, message, status = 0, retryAfter = null) {
+  constructor(code, message, status = 0, retryAfter = null, challenge = null) {
     super(message || code);
     this.name = "ApiError";
     this.code = code;
     this.serverMessage = message || "";
     this.status = status;
     this.retryAfter = retryAfter;
+    this.challenge = challenge; // with `challenge_required`: {token, algorithm, bits, expiresIn}
   }
+}
+
+/** A wait in words: "about a minute", "about 5 minutes", "about 2 hours". */
+export function aboutWait(seconds) {
+  const minutes = Math.max(1, Math.ceil(seconds / 60));
+  if (minutes === 1) return "about a minute";
+  if (minutes < 90) return `about ${minutes} minutes`;
+  const hours = Math.round(minutes / 60);
+  return hours === 1 ? "about an hour" : `about ${hours} hours`;
 }
 
 /** A sentence for any error: the human meaning of its code, plus the server's words. */
@@ -36,8 +50,11 @@ export function humanError(err) {
     const base = ERROR_MESSAGES[err.code] || "Something went wrong.";
     let detail = err.serverMessage ?? err.message ?? "";
     if (detail === err.code || detail === "internal error") detail = "";
-    let text = detail ? `${base} (${detail})` : base;
-    if (err.retryAfter) text += ` Try again in ${err.retryAfter} s.`;
+    // A server message written for people (a sentence) stands alone.
+    let text = /^[A-Z].*[.!]$/.test(detail) ? detail : detail ? `${base} (${detail})` : base;
+    if (err.retryAfter && !/try again in/i.test(text)) {
+      text += ` Try again in ${aboutWait(err.retryAfter)}.`;
+    }
     return text;
   }
   if (err && err.name === "NotAllowedError") {
@@ -84,8 +101,37 @@ export function setToken(token) {
 /**
  * One REST call. `body` may be a plain object (sent as JSON) or a Blob (sent as is).
  * Resolves to the parsed JSON (or null for 204); rejects with ApiError.
+ *
+ * With `solve`, a 429 `challenge_required` is answered by solving its proof-of-work (pow.js)
+ * and sending the request again with the solution; `solve` is called before solving and
+ * the function it returns (if any) after, so the page can say what is happening.
  */
-export async function request(method, path, { body, auth = true } = {}) {
+export async function request(method, path, { body, auth = true, solve = null } = {}) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await send(method, path, { body, auth });
+    } catch (err) {
+      const retryable = err.code === "challenge_required" && err.challenge ||
+        err.code === "challenge_failed" && body && body.challenge;
+      if (!solve || !retryable || attempt >= 3 || !body || body instanceof Blob) throw err;
+      if (err.code === "challenge_failed") { // expired or already used: ask afresh
+        const { challenge: _spent, ...fresh } = body;
+        body = fresh;
+        continue;
+      }
+      const done = solve(err.challenge);
+      let counter;
+      try {
+        counter = await solveChallenge(err.challenge);
+      } finally {
+        if (typeof done === "function") done();
+      }
+      body = { ...body, challenge: { token: err.challenge.token, counter } };
+    }
+  }
+}
+
+async function send(method, path, { body, auth }) {
   const headers = {};
   const token = getToken();
   if (auth && token) headers.Authorization = `Bearer ${token}`;
@@ -115,7 +161,7 @@ export async function request(method, path, { body, auth = true } = {}) {
     const e = (data && data.error) || {};
     const retry = response.headers.get("Retry-After");
     throw new ApiError(e.code || codeForStatus(response.status), e.message || "",
-      response.status, retry ? Number(retry) : null);
+      response.status, retry ? Number(retry) : null, e.challenge || null);
   }
   return data;
 }
@@ -128,7 +174,12 @@ function codeForStatus(status) {
 
 export const api = {
   config: () => request("GET", "/config", { auth: false }),
-  guest: (name, gender) => request("POST", "/auth/guest", { body: { name, gender }, auth: false }),
+  /** Sign up; `solve(challenge)` is told when a proof-of-work is being solved (see request). */
+  guest: (name, gender, solve = () => null) =>
+    request("POST", "/auth/guest", { body: { name, gender }, auth: false, solve }),
+  register: (email, password, name, gender, solve = () => null) =>
+    request("POST", "/auth/register",
+      { body: { email, password, name, gender }, auth: false, solve }),
   login: (email, password) =>
     request("POST", "/auth/login", { body: { email, password }, auth: false }),
   upgrade: (email, password) => request("POST", "/auth/upgrade", { body: { email, password } }),

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from api.clientip import IPNetwork, client_ip
 from api.endpoints import Endpoint, dump, openapi, parse_body, read_body
-from api.ratelimit import RateLimiter
+from api.ratelimit import LoginLimiter, RateLimiter
 from api.schemas import (
     AdminUser,
     AuthResponse,
@@ -55,7 +55,6 @@ SELFIE_MEDIA = ("image/jpeg", "image/png", "image/webp")
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    login_per_hour: int = 5
     token_per_minute: int = 600
 
 
@@ -66,6 +65,7 @@ class ApiContext:
     blobs: BlobStore
     limiter: RateLimiter
     signups: SignupLimiter
+    logins: LoginLimiter
     clock: Clock
     limits: Limits
     trusted_proxies: tuple[IPNetwork, ...]
@@ -129,9 +129,14 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
 
     async def login(request: web.Request) -> web.Response:
         ctx, ip = get(), ip_of(request)
-        await ctx.limiter.hit(f"login:{ip}", ctx.limits.login_per_hour, HOUR, "login attempts")
         body = await parse_body(request, LoginRequest)
-        return await signed_in(await ctx.accounts.login(body.email, body.password, ip), 200)
+        await ctx.logins.check(ip, body.email)
+        try:
+            result = await ctx.accounts.login(body.email, body.password, ip)
+        except Unauthenticated:
+            await ctx.logins.failed(ip, body.email)
+            raise
+        return await signed_in(result, 200)
 
     async def upgrade(request: web.Request) -> web.Response:
         auth = await authed(request)

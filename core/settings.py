@@ -368,7 +368,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bcrypt_rounds", "NAPALMSKY_BCRYPT_ROUNDS", _bcrypt_rounds, "12",
             "bcrypt cost of password hashes (tests lower it for speed)."),
     Setting("rate_login_per_hour", "NAPALMSKY_RATE_LOGIN_PER_HOUR", _positive_int, "5",
-            "Login attempts per client IP per hour (across nodes, through live state)."),
+            "Failed sign-ins per client address and account per hour (ten times as many per "
+            "address over all accounts); successful ones cost nothing."),
     Setting("rate_signup_per_hour", "NAPALMSKY_RATE_SIGNUP_PER_HOUR", _positive_int, "20",
             "Free sign-ups (guest or registered) per client address (IPv4, IPv6 /64) per hour, "
             "refilling steadily; also how many may come at once. Beyond it a sign-up needs a "

@@ -31,7 +31,7 @@ from api.health import Probe, health_routes
 from api.metrics import HttpMetrics, metrics_middleware, metrics_routes, new_registry
 from api.middleware import error_middleware, request_id_middleware
 from api.powchallenge import Challenges
-from api.ratelimit import RateLimiter
+from api.ratelimit import LoginLimiter, RateLimiter
 from api.security import cors_preflight, security_headers
 from api.signuplimiter import SignupLimiter, SignupPolicy
 from api.v1 import ApiContext, Limits, api_endpoints, openapi_endpoint
@@ -146,9 +146,9 @@ def make_api_context(services: Services) -> ApiContext:
         blobs=services.blobs,
         limiter=RateLimiter(services.live),
         signups=make_signup_limiter(settings, services.live, services.clock),
+        logins=LoginLimiter(services.live, settings.rate_login_per_hour),
         clock=services.clock,
-        limits=Limits(login_per_hour=settings.rate_login_per_hour,
-                      token_per_minute=settings.rate_token_per_minute),
+        limits=Limits(token_per_minute=settings.rate_token_per_minute),
         trusted_proxies=parse_networks(settings.trusted_proxies),
     )
 

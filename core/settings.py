@@ -405,9 +405,10 @@ SETTINGS: tuple[Setting, ...] = (
             "its connection closed."),
     Setting("ws_per_user", "NAPALMSKY_WS_PER_USER", _positive_int, "10",
             "Signaling sockets one user may hold open on a node (more are closed with 4430)."),
-    Setting("ws_per_ip", "NAPALMSKY_WS_PER_IP", _positive_int, "100",
+    Setting("ws_per_ip", "NAPALMSKY_WS_PER_IP", _positive_int, "1000",
             "Signaling sockets one client IP may hold open on a node, signed in or not (more "
-            "are closed with 4430)."),
+            "are closed with 4430). Generous: a carrier NAT puts hundreds of people online "
+            "behind one address; each user is held to NAPALMSKY_WS_PER_USER."),
     Setting("ws_unauthenticated", "NAPALMSKY_WS_UNAUTHENTICATED", _positive_int, "200",
             "Signaling sockets a node holds that have not authenticated yet (more are closed "
             "with 4430)."),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import collections
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -277,12 +278,19 @@ class MemoryLiveState:
 
 
 class QueuedSubscription:
-    """One handler on one channel, fed through its own bounded queue by its own task.
+    """One handler on one channel, fed in order through its own bounded queue.
 
     A slow handler only delays its own messages; when its queue is full, newer messages for it
     are dropped and logged (delivery is at most once). A handler that raises is logged and the
     next message is delivered as usual.
+
+    The queue and the task that drains it exist only while messages are pending: most
+    subscriptions (one per signaling socket) are idle most of the time, and an idle one costs
+    this object alone rather than an asyncio.Queue and a parked task (about 5 KiB).
     """
+
+    __slots__ = ("_channel", "_closed", "_dropping", "_handler", "_limit", "_on_close",
+                 "_pending", "_task")
 
     def __init__(
         self,
@@ -294,7 +302,8 @@ class QueuedSubscription:
         self._channel = channel
         self._handler = handler
         self._on_close = on_close
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
+        self._limit = queue_size
+        self._pending: collections.deque[str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._dropping = False
@@ -308,33 +317,37 @@ class QueuedSubscription:
         return self._closed
 
     def start(self) -> None:
-        if self._task is None and not self._closed:
-            self._task = asyncio.get_running_loop().create_task(
-                self._deliver(), name=f"bus-subscription:{self._channel}"
-            )
+        """Nothing to start: delivery begins with the first message (kept for callers)."""
 
     def offer(self, message: str) -> None:
         """Queue `message` for the handler without waiting; drop it when the queue is full."""
         if self._closed:
             return
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = collections.deque()
+        if len(pending) >= self._limit:
             if not self._dropping:
                 logger.warning(
                     "handler on channel %s is behind by %d messages: dropping new ones",
                     self._channel,
-                    self._queue.maxsize,
+                    self._limit,
                 )
             self._dropping = True
-        else:
-            self._dropping = False
+            return
+        self._dropping = False
+        pending.append(message)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._deliver(), name=f"bus-subscription:{self._channel}"
+            )
 
     async def close(self) -> None:
         """Stop delivery. Idempotent; also safe to call from inside this subscription's handler."""
         if self._closed:
             return
         self._closed = True
+        self._pending = None
         task = self._task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -345,12 +358,18 @@ class QueuedSubscription:
                 await cancel_and_wait(task)
 
     async def _deliver(self) -> None:
-        while not self._closed:
-            message = await self._queue.get()
-            try:
-                await self._handler(message)
-            except Exception:
-                logger.exception("handler on channel %s raised", self._channel)
+        try:
+            while not self._closed and self._pending:
+                message = self._pending.popleft()
+                try:
+                    await self._handler(message)
+                except Exception:
+                    logger.exception("handler on channel %s raised", self._channel)
+        finally:
+            # No await between the loop's last check and here: an offer() cannot slip between.
+            self._task = None
+            if not self._pending:
+                self._pending = None
 
 
 class MemoryBus:

@@ -181,6 +181,24 @@ async def test_a_slow_handler_does_not_block_publish_or_others(bus: Bus) -> None
     assert slow_seen == [f"m{i}" for i in range(20)]
 
 
+async def test_idle_subscriptions_hold_no_task(bus: Bus) -> None:
+    """One subscription per signaling socket: an idle one must not park a task (or a queue)."""
+    before = len(asyncio.all_tasks())
+    inboxes = [Inbox() for _ in range(200)]
+    for i, inbox in enumerate(inboxes):
+        await bus.subscribe(f"user:{i}", inbox)
+    assert len(asyncio.all_tasks()) <= before + 2  # a bus may run one reader of its own
+    idle = len(asyncio.all_tasks())
+    for i in range(0, 200, 20):
+        for n in range(3):
+            await bus.publish(f"user:{i}", f"m{n}")
+    for i in range(0, 200, 20):
+        assert await inboxes[i].wait_for(3) == ["m0", "m1", "m2"]
+    async with asyncio.timeout(WAIT):  # delivery tasks end once their queue is empty
+        while len(asyncio.all_tasks()) > idle:
+            await asyncio.sleep(0.01)
+
+
 async def test_close_stops_everything(bus: Bus) -> None:
     inbox = Inbox()
     subscription = await bus.subscribe("room:1", inbox)

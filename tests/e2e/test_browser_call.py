@@ -265,6 +265,8 @@ async def test_a_reload_mid_call_resumes_it(live_server: str, pages: Pages) -> N
     await ada.fill("#chat-input", "before the reload")
     await ada.click("#chat-send")
     await bo.locator("#chat-log li", has_text="before the reload").wait_for(timeout=10_000)
+    await ada.click("#toggle-mic")
+    await bo.locator("#remote-muted", has_text="Ada is muted").wait_for(timeout=10_000)
 
     await bo.reload()  # the socket and the peer connection drop; the grace period runs
     await bo.locator("#call").wait_for(state="visible", timeout=15_000)
@@ -272,6 +274,8 @@ async def test_a_reload_mid_call_resumes_it(live_server: str, pages: Pages) -> N
     # the chat so far comes back with the resumed call
     await open_chat(bo)
     await bo.locator("#chat-log li", has_text="before the reload").wait_for(timeout=10_000)
+    # and so does the partner's mute (state.call.partnerMedia)
+    await bo.locator("#remote-muted", has_text="Ada is muted").wait_for(timeout=10_000)
     assert not await ada.locator("#call-ended").is_visible()
 
     await bo.click("#end-call")

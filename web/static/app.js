@@ -158,7 +158,7 @@ export function onState(state) {
   } else if (app.outgoing) {
     setOutgoing(null);
   }
-  if (state.call) startCall(state.call);
+  if (state.call) startCall(state.call, true);
   else if (app.call) {
     // The call ended while this tab was away: say how, when the server knows (lastCall).
     const last = state.lastCall;
@@ -272,6 +272,13 @@ export function wireEvents() {
   $("chat-form").addEventListener("submit", sendChat);
   $("chat-toggle").addEventListener("click", toggleChat);
   $("chat-close").addEventListener("click", toggleChat);
+  document.addEventListener("keydown", (ev) => {  // Escape closes the chat drawer
+    if (ev.key !== "Escape" || ev.defaultPrevented) return;
+    if (!$("call").hidden && $("call").classList.contains("chat-open")) {
+      ev.preventDefault();
+      toggleChat();
+    }
+  });
   $("toggle-mic").addEventListener("click", () => toggle("audio"));
   $("toggle-camera").addEventListener("click", () => toggle("video"));
   $("remote-play").addEventListener("click", () => {

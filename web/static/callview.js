@@ -14,7 +14,9 @@ const CLOSED_CHECK_MS = 2_000;
 
 // ---------------------------------------------------------------- the call
 
-export function startCall(info) {
+/** Show the call of call:start data (or of a state frame: `fromState`, after a reload or a
+ * reconnect). */
+export function startCall(info, fromState = false) {
   if (app.call && app.call.roomId === info.roomId) {
     // Resume (after a reconnect): same room, fresh SFU token.
     app.call.endsAt = seconds(info.endsAt);
@@ -59,7 +61,11 @@ export function startCall(info) {
   closeDialog($("history-view"));
   tick();
   focusHeading("call-title");
-  app.media.acquireMedia().then(updateToggles);
+  app.media.acquireMedia().then(() => {
+    updateToggles();
+    // After a reload the server may still hold a mute from before it: say how it is now.
+    if (fromState) sendMediaState();
+  });
   app.media.join(info);
   for (const m of info.messages || []) onChat(m);  // the chat so far, after a page reload
   app.call.unread = 0;  // seen before the reload
@@ -315,9 +321,9 @@ export function renderPartner() {
 export function sendMediaState() {
   const call = app.call;
   if (!call || !app.signaling) return;
-  app.signaling.request("room:media", { roomId: call.roomId,
-    audio: app.micOn && app.media.hasTrack("audio"),
-    video: app.cameraOn && app.media.hasTrack("video") }).catch(() => {
+  // The switches only: a missing camera or microphone reaches the partner through the SFU.
+  app.signaling.request("room:media", { roomId: call.roomId, audio: app.micOn,
+    video: app.cameraOn }).catch(() => {
     // Offline: sent again with the resumed call.
   });
 }

@@ -256,9 +256,19 @@ async def test_two_browsers_call_each_other(live_server: str, pages: Pages,
 
 async def test_a_reload_mid_call_resumes_it(live_server: str, pages: Pages) -> None:
     ada, bo = await pages.new("ada"), await pages.new("bo")
-    await sign_up(ada, live_server, "Ada", "female")
+    ada_id = await sign_up(ada, live_server, "Ada", "female")
     bo_id = await sign_up(bo, live_server, "Bo", "male")
-    await invite_and_accept(ada, bo, bo_id, 60)
+    # the invite from the cards: Cancel on the invited one, Accept on the inviter's
+    person = ada.locator(f"#deck li[data-user-id='{bo_id}']")
+    await person.wait_for(timeout=20_000)
+    await person.locator(".invite-button").click()
+    inviter = bo.locator(f"#deck li[data-user-id='{ada_id}']")
+    await inviter.locator(".accept-button").wait_for(state="visible", timeout=10_000)
+    await person.locator(".cancel-button").click()
+    await inviter.locator(".invite-button").wait_for(state="visible", timeout=10_000)
+    await bo.locator("#incoming-invite").wait_for(state="hidden", timeout=10_000)
+    await person.locator(".invite-button").click()
+    await inviter.locator(".accept-button").click(timeout=10_000)
     await asyncio.gather(wait_media(ada), wait_media(bo))
     await open_chat(ada)
     await open_chat(bo)

@@ -360,6 +360,30 @@ class CallService:
             await self.send(user, "room:message", **out)
         return out
 
+    async def media_state(self, user_id: str, room_id: str, *, audio: bool, video: bool
+                          ) -> None:
+        """A participant turned their microphone or camera on or off (a disabled track still
+        sends silence or black frames, so the partner cannot tell from the media): tell both
+        participants, on whatever node, and keep it for a client that resumes the call."""
+        await self._room_of(user_id, room_id)
+        call = await self.store.calls.get(RoomId(room_id))
+        if call is None or call.ended_at is not None:
+            raise FailedPrecondition("the call is over")
+        sending = {"audio": audio, "video": video}
+        await self.live.set(f"call:sending:{room_id}:{user_id}", json.dumps(sending),
+                            ttl=ROOM_TTL)
+        for user in (call.caller_id, call.callee_id):
+            await self.send(user, "room:media", roomId=room_id, userId=user_id, **sending)
+
+    async def sending(self, room_id: str, user_id: str) -> dict[str, bool] | None:
+        """What `user_id` last said it sends in that call (`{"audio", "video"}`), or None."""
+        raw = await self._best_effort(self.live.get(f"call:sending:{room_id}:{user_id}"),
+                                      "media state")
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return {"audio": bool(data.get("audio")), "video": bool(data.get("video"))}
+
     async def leave(self, user_id: str, room_id: str) -> None:
         await self._room_of(user_id, room_id)
         await self.end_call(room_id, CallEndReason.LEFT)

@@ -138,6 +138,7 @@ class Gateway:
             "call:decline": self._decline,
             "call:cancel": self._cancel,
             "room:message": self._message,
+            "room:media": self._media,
             "room:leave": self._leave,
             "call:token": self._token,
         }
@@ -297,6 +298,9 @@ class Gateway:
         if room_id is not None:
             with contextlib.suppress(NapalmError):
                 call = await self.calls.call_info(room_id, user_id)
+                # What the partner last said it sends (mic or camera off), for a resumed call.
+                call["partnerMedia"] = await self.calls.sending(room_id,
+                                                                call["partner"]["id"])
         return {
             "protocol": PROTOCOL_VERSION,
             "user": {"id": user_id, "name": user.name if user else ""},
@@ -397,6 +401,14 @@ class Gateway:
             raise InvalidArgument("'text' must be a string")
         out = await self.calls.message(conn.user_id, field_str(data, "roomId"), text)
         return {"messageId": out["messageId"]}
+
+    async def _media(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
+        audio, video = data.get("audio"), data.get("video")
+        if not isinstance(audio, bool) or not isinstance(video, bool):
+            raise InvalidArgument("'audio' and 'video' must be true or false")
+        await self.calls.media_state(conn.user_id, field_str(data, "roomId"), audio=audio,
+                                     video=video)
+        return {}
 
     async def _token(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
         return await self.calls.join_grant(conn.user_id, field_str(data, "roomId"))

@@ -1,7 +1,10 @@
 """A real node process and headless Debian Chromium driven by Playwright.
 
 Chromium comes from Debian (`.ci/run` installs it); Playwright's own browser download is never
-used. On a failed test, each page's screenshot and console log go to test-artifacts/.
+used. On every run, the screens a test walks through (sign-up, deck, invite, call, after the
+call) are saved as test-artifacts/screens/<test>-<page>-<screen>-<width>x<height>.png for a
+reviewer to look at; on a failed test, each page's last screenshot and console log go to
+test-artifacts/ as well.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from tests.services import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
+SCREENS = ARTIFACTS / "screens"
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -74,8 +78,9 @@ async def browser(chromium_path: str) -> AsyncIterator[Any]:
 class Pages:
     """Browser contexts of one test, with their console logs kept for failure reports."""
 
-    def __init__(self, browser: Any) -> None:
+    def __init__(self, browser: Any, test_name: str = "test") -> None:
         self.browser = browser
+        self.test_name = safe_name(test_name)
         self.pages: list[tuple[str, Any, list[str]]] = []
 
     async def new(self, name: str, width: int = 390, height: int = 844) -> Any:
@@ -91,10 +96,23 @@ class Pages:
         self.pages.append((name, page, console))
         return page
 
+    def name_of(self, page: Any) -> str:
+        return next(name for name, p, _ in self.pages if p is page)
+
+    async def shoot(self, screen: str, *pages: Any) -> None:
+        """Save what each page shows now as the screen `screen` (every run, not only on
+        failure): the viewport as a user sees it, not the whole scrollable page."""
+        SCREENS.mkdir(parents=True, exist_ok=True)
+        for page in pages or [p for _, p, _ in self.pages]:
+            size = page.viewport_size or {"width": 0, "height": 0}
+            shot = SCREENS / (f"{self.test_name}-{self.name_of(page)}-{screen}-"
+                              f"{size['width']}x{size['height']}.png")
+            await page.screenshot(path=str(shot))
+
     async def save_artifacts(self, test_name: str) -> list[Path]:
         ARTIFACTS.mkdir(exist_ok=True)
         written: list[Path] = []
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in test_name)
+        safe = safe_name(test_name)
         for name, page, console in self.pages:
             shot = ARTIFACTS / f"{safe}-{name}.png"
             try:
@@ -108,9 +126,13 @@ class Pages:
         return written
 
 
+def safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text).strip("_")
+
+
 @pytest.fixture
 async def pages(browser: Any, request: pytest.FixtureRequest) -> AsyncIterator[Pages]:
-    collection = Pages(browser)
+    collection = Pages(browser, request.node.name)
     try:
         yield collection
     finally:

@@ -77,6 +77,9 @@ async def test_a_call_across_two_nodes(aiohttp_client: AiohttpClient, tmp_path: 
 
         await a.request("room:message", roomId=room_id, text="from node A")
         assert (await b.next("room:message"))["text"] == "from node A"
+        await a.request("room:media", roomId=room_id, audio=False, video=True)
+        muted = await b.next("room:media")  # relayed across nodes, like the chat
+        assert (muted["userId"], muted["audio"], muted["video"]) == (a.user_id, False, True)
         await a.request("room:leave", roomId=room_id)
         assert (await a.next("call:ended"))["reason"] == "left"
         assert (await b.next("call:ended"))["reason"] == "left"

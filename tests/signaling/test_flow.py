@@ -427,3 +427,45 @@ async def test_presence_changes_reach_deck_viewers_only(node: Node) -> None:
     # the bystander, never shown Bo, heard nothing at all
     await bystander.request("presence:heartbeat")
     assert bystander.drain("presence:update") == []
+
+
+# ---- microphone and camera on/off ----
+
+
+async def test_media_state_reaches_the_partner_and_a_resumed_call(node: Node) -> None:
+    a, b = await node.user("Ada"), await node.user("Bo")
+    room_id = await start_call(node, a, b)
+    assert await a.request("room:media", roomId=room_id, audio=False, video=True) == {}
+    for client in (a, b):  # to both: the partner shows it, the sender's other tabs follow
+        told = await client.next("room:media")
+        assert told == {"roomId": room_id, "userId": a.user_id, "audio": False, "video": True}
+    # a reconnecting partner gets the last state with the resumed call; the sender gets null
+    again = await node.connect(b.token, b.user_id)
+    assert again.state["call"]["partnerMedia"] == {"audio": False, "video": True}
+    a2 = await node.connect(a.token, a.user_id)
+    assert a2.state["call"]["partnerMedia"] is None
+
+
+async def test_media_state_only_from_a_participant_and_well_formed(node: Node) -> None:
+    a, b, c = await node.user("Ada"), await node.user("Bo"), await node.user("Cy")
+    room_id = await start_call(node, a, b)
+    cases: list[tuple[Client, dict[str, Any], str]] = [
+        (c, {"roomId": room_id, "audio": False, "video": False}, "failed_precondition"),
+        (a, {"roomId": str(uuid.uuid4()), "audio": True, "video": True}, "failed_precondition"),
+        (a, {"roomId": room_id, "audio": "no", "video": True}, "invalid_argument"),
+        (a, {"roomId": room_id, "audio": 0, "video": True}, "invalid_argument"),
+        (a, {"roomId": room_id, "audio": True}, "invalid_argument"),
+        (a, {"roomId": room_id, "audio": True, "video": None}, "invalid_argument"),
+        (a, {"audio": True, "video": True}, "invalid_argument"),
+        (a, {"roomId": 5, "audio": True, "video": True}, "invalid_argument"),
+    ]
+    for client, data, code in cases:
+        with pytest.raises(Rejected) as info:
+            await client.request("room:media", **data)
+        assert info.value.code == code, (data, info.value)
+    assert b.drain("room:media") == [] and c.drain("room:media") == []
+    await a.request("room:leave", roomId=room_id)
+    await a.next("call:ended")
+    with pytest.raises(Rejected) as over:  # after the call: no longer a participant
+        await a.request("room:media", roomId=room_id, audio=True, video=True)
+    assert over.value.code == "failed_precondition"

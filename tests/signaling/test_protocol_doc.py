@@ -120,6 +120,8 @@ async def test_the_document_matches_what_a_node_sends(node: Node) -> None:
     await a.next("call:start")
     await request(a, "room:message", roomId=room_id, text="hello")
     await request(b, "call:token", roomId=room_id)
+    await request(a, "room:media", roomId=room_id, audio=False, video=True)
+    await b.next("room:media")
     node.sig.calls._on_media(MediaEvent(room_id, a.user_id, "connected"))  # as the SFU would
     await node.advance(0)
     await b.next("call:media")

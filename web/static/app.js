@@ -13,11 +13,12 @@ import {
 } from "./account.js";
 import {
   startCall, endCall, dismissCallEnded, leaveCall, sendChat, onChat, toggle, mediaErrorText,
-  onPartnerMedia,
+  onPartnerMedia, onPartnerSending, onPartnerPhase, onOwnMedia, onMediaClosed,
+  onSignalingStatus, toggleChat,
 } from "./callview.js";
 import {
   loadConfig, scheduleDeckRefresh, refreshDeck, invite, setOutgoing, cancelInvite, addIncoming,
-  removeIncoming, renderIncoming, acceptInvite, declineInvite, inviteGone
+  removeIncoming, renderIncoming, acceptInvite, declineInvite, inviteGone, tickCards
 } from "./deck.js";
 import { toggleHistory } from "./history.js";
 import { DECK_REFRESH_MS, app, showScreen, focusHeading } from "./state.js";
@@ -120,7 +121,8 @@ export function sessionEnded() {
 /** Any REST failure: a refused token ends the session, the rest is shown. */
 export function failed(err) {
   if (err && err.code === "unauthenticated" && app.me) sessionEnded();
-  else showError(err);
+  // During a call the status line says "Reconnecting…": no second, contradicting banner.
+  else if (!(app.call && err && ["network", "unavailable"].includes(err.code))) showError(err);
 }
 
 export async function logout() {
@@ -156,7 +158,7 @@ export function onState(state) {
   } else if (app.outgoing) {
     setOutgoing(null);
   }
-  if (state.call) startCall(state.call);
+  if (state.call) startCall(state.call, true);
   else if (app.call) {
     // The call ended while this tab was away: say how, when the server knows (lastCall).
     const last = state.lastCall;
@@ -170,10 +172,7 @@ export function onState(state) {
 export function onMediaState(data) {
   const call = app.call;
   if (!call || data.roomId !== call.roomId || (app.me && data.userId === app.me.id)) return;
-  const name = call.partner.name || "Your partner";
-  const text = { connected: `${name} is connected.`, failed: `${name}'s connection failed.`,
-    left: `${name}'s video dropped; waiting for them to come back…` }[data.state];
-  if (text) $("call-status").textContent = text;
+  onPartnerPhase(data.state);
 }
 
 export function wireSignaling(sig) {
@@ -183,6 +182,7 @@ export function wireSignaling(sig) {
       offline: "Offline: reconnecting…" }[e.detail] || "";
     $("conn-status").dataset.state = e.detail;
     if (e.detail === "online") clearConnectionError();
+    onSignalingStatus(e.detail);
   });
   sig.addEventListener("unauthenticated", sessionEnded);
   sig.addEventListener("server-error", (e) => {
@@ -198,23 +198,24 @@ export function wireSignaling(sig) {
   sig.addEventListener("call:start", (e) => startCall(e.detail));
   sig.addEventListener("call:media", (e) => onMediaState(e.detail));
   sig.addEventListener("room:message", (e) => onChat(e.detail));
+  sig.addEventListener("room:media", (e) => onPartnerSending(e.detail));
   sig.addEventListener("call:ended", (e) => endCall(e.detail));
 }
 
 export function wireMedia(media) {
   media.addEventListener("media-error", (e) => showError(mediaErrorText(e.detail)));
-  media.addEventListener("status", (e) => { if (app.call) $("call-status").textContent = e.detail; });
+  media.addEventListener("phase", (e) => onOwnMedia(e.detail));
   media.addEventListener("need-token", () => {
     // A fresh join token comes with the state frame of a new signaling connection.
     if (app.call && app.signaling) app.signaling.reconnectNow();
   });
-  media.addEventListener("error", (e) => showError(e.detail));
-  media.addEventListener("closed", (e) => {
-    const text = { replaced: "Your call continues in another window or tab.",
-      room_closed: "The call is over.", node_shutdown: "The media server is shutting down." }[
-      e.detail] || `Media closed (${e.detail}).`;
-    if (app.call) $("call-status").textContent = text;
+  media.addEventListener("error", (e) => {
+    // The room is not on the media server (it restarted, or the call ended): signaling says
+    // how the call stands; until then the call screen says "Reconnecting…".
+    if (app.call && e.detail.code === "not_found") onMediaClosed("not_found");
+    else showError(e.detail);
   });
+  media.addEventListener("closed", (e) => onMediaClosed(e.detail));
   media.addEventListener("autoplay-blocked", () => show($("remote-play")));
   media.addEventListener("partner", (e) => onPartnerMedia(e.detail));
 }
@@ -239,6 +240,7 @@ export function tick() {
     const left = Math.max(0, Math.ceil(app.outgoing.expiresAt - now));
     $("outgoing-countdown").textContent = `(${left} s)`;
   }
+  tickCards(now);
 }
 
 // ---------------------------------------------------------------- wiring
@@ -263,11 +265,20 @@ export function wireEvents() {
   $("upgrade-form").addEventListener("submit", onUpgrade);
   $("deck-refresh").addEventListener("click", refreshDeck);
   $("cancel-invite").addEventListener("click", cancelInvite);
-  $("accept-invite").addEventListener("click", acceptInvite);
-  $("decline-invite").addEventListener("click", declineInvite);
+  $("accept-invite").addEventListener("click", () => acceptInvite());
+  $("decline-invite").addEventListener("click", () => declineInvite());
   $("call-ended-dismiss").addEventListener("click", dismissCallEnded);
   $("end-call").addEventListener("click", leaveCall);
   $("chat-form").addEventListener("submit", sendChat);
+  $("chat-toggle").addEventListener("click", toggleChat);
+  $("chat-close").addEventListener("click", toggleChat);
+  document.addEventListener("keydown", (ev) => {  // Escape closes the chat drawer
+    if (ev.key !== "Escape" || ev.defaultPrevented) return;
+    if (!$("call").hidden && $("call").classList.contains("chat-open")) {
+      ev.preventDefault();
+      toggleChat();
+    }
+  });
   $("toggle-mic").addEventListener("click", () => toggle("audio"));
   $("toggle-camera").addEventListener("click", () => toggle("video"));
   $("remote-play").addEventListener("click", () => {

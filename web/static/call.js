@@ -23,7 +23,8 @@ function mark(name) {
 /**
  * Dispatches (CustomEvent, `detail`):
  *   "media-error"  detail: the getUserMedia error (the call goes on receive-only)
- *   "status"       detail: a short human status line
+ *   "phase"        detail: "connecting" | "connected" | "unstable" | "reconnecting": where our
+ *                  media stands (the call screen words it, with the partner's and signaling's)
  *   "connected"    the peer connection is up
  *   "closed"       detail: an SFU `closed` reason we do not retry ("replaced", "room_closed", ...)
  *   "need-token"   the join token was refused: ask signaling for a fresh one
@@ -49,6 +50,7 @@ export class MediaCall extends EventTarget {
     this.iceRestarts = 0;
     this.restartTimer = null;
     this.restarting = false;
+    this.hadConnection = false; // once connected, later joins are reconnections
   }
 
   /** Ask for camera and microphone once per call; falls back to what is available. Called
@@ -138,7 +140,7 @@ export class MediaCall extends EventTarget {
     const generation = ++this.generation;
     const stale = () => generation !== this.generation;
     napalmsky.marks = { join: performance.now() };
-    this.emit("status", "Connecting to the media server…");
+    this.emit("phase", this.hadConnection ? "reconnecting" : "connecting");
     try {
       // The socket opens while the camera starts; the offer follows `join` at once (the server
       // handles them in order), without waiting for our candidates: the SFU learns our address
@@ -180,7 +182,6 @@ export class MediaCall extends EventTarget {
       mark("offer");
       await socket.joined;
       if (stale()) return;
-      this.emit("status", "Connecting media…");
     } catch (err) {
       if (stale()) return;
       if (err instanceof ApiError && err.code === "unauthenticated") {
@@ -206,11 +207,12 @@ export class MediaCall extends EventTarget {
       this.restartTimer = null;
       this.restarting = false;
       this.retries = 0;
-      this.emit("status", "Connected");
+      this.hadConnection = true;
+      this.emit("phase", "connected");
       this.emit("connected");
     } else if (state === "disconnected") {
       // A network change (Wi-Fi to mobile) shows here first: give it a moment, then restart ICE.
-      this.emit("status", "Connection unstable…");
+      this.emit("phase", "unstable");
       if (!this.restartTimer) {
         this.restartTimer = setTimeout(() => {
           this.restartTimer = null;
@@ -235,7 +237,7 @@ export class MediaCall extends EventTarget {
     }
     this.restarting = true;
     this.iceRestarts += 1;
-    this.emit("status", "Reconnecting media…");
+    this.emit("phase", "reconnecting");
     try {
       pc.restartIce();
       await pc.setLocalDescription(await pc.createOffer());
@@ -335,13 +337,14 @@ export class MediaCall extends EventTarget {
     this.closeTransport();
     if (this.retries >= MAX_RETRIES) {
       this.retries = 0;
-      this.emit("status", "Media connection lost; getting a fresh connection…");
+      this.emit("phase", "reconnecting");
       this.emit("need-token");
       return;
     }
     const delay = 1000 * 2 ** this.retries;
     this.retries += 1;
-    this.emit("status", `Media connection lost (${reason}); retrying…`);
+    this.emit("phase", "reconnecting");
+    console.info("napalmsky: media lost, retrying:", reason);
     this.retryTimer = setTimeout(() => {
       if (!this.closedForGood && this.info) this.join(this.info);
     }, delay);
@@ -389,6 +392,7 @@ export class MediaCall extends EventTarget {
     this.mediaPromise = null;
     this.mediaSettled = false;
     this.info = null;
+    this.hadConnection = false;
     this.localVideo.srcObject = null;
     this.remoteVideo.srcObject = null;
   }

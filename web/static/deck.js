@@ -1,6 +1,6 @@
 // Call-length choices, the deck of people online, and invites both ways.
 
-import { api, seconds } from "./api.js";
+import { api, seconds, serverNow } from "./api.js";
 import {
   $, show, hide, h, showError, clearError, notify, openDialog, closeDialog, formatDuration,
   initials
@@ -46,7 +46,8 @@ export function scheduleDeckRefresh() {
 }
 
 export async function refreshDeck() {
-  if (!app.me || app.deckLoading) return;
+  // Not during a call: the deck is out of sight and a failure would only add noise.
+  if (!app.me || app.deckLoading || app.call) return;
   app.deckLoading = true;
   try {
     const page = await api.deck();
@@ -87,27 +88,50 @@ export function avatarFor(person, size = "") {
 
 export const GENDERS = { female: "Female", male: "Male", nonbinary: "Non-binary", unspecified: "" };
 
+/** A card: the selfie, the whole name, and what can be done with this person now: invite
+ * them, answer their invite (Accept/Decline), or wait for them with a countdown (Cancel). */
 export function deckItem(person) {
   const li = h("li", { class: "person", dataset: { userId: person.id } },
-    avatarFor(person),
+    avatarFor(person, "avatar-photo"),
     h("div", { class: "person-info" },
       h("span", { class: "person-name" }, person.name),
       h("span", { class: "person-gender" }, GENDERS[person.gender] ?? "")),
-    h("button", {
-      type: "button", class: "invite-button", "aria-label": `Invite ${person.name} to a call`,
-      onclick: () => invite(person.id),
-    }, "Invite"));
+    h("p", { class: "person-state", "aria-live": "polite", hidden: true },
+      h("span", { class: "person-state-text" }), " ",
+      h("span", { class: "person-countdown countdown" })),
+    h("div", { class: "person-actions" },
+      h("button", { type: "button", class: "invite-button", onclick: () => invite(person.id) },
+        "Invite"),
+      h("button", { type: "button", class: "accept-button", hidden: true,
+        onclick: () => acceptInvite(incomingFrom(person.id)) }, "Accept"),
+      h("button", { type: "button", class: "decline-button secondary", hidden: true,
+        onclick: () => declineInvite(incomingFrom(person.id)) }, "Decline"),
+      h("button", { type: "button", class: "cancel-button secondary", hidden: true,
+        onclick: () => cancelInvite() }, "Cancel")));
+  labelCard(li, person);
   li.dataset.selfie = stripQuery(person.selfieUrl);
   return li;
+}
+
+function labelCard(li, person) {
+  const name = person.name;
+  li.querySelector(".invite-button").setAttribute("aria-label", `Invite ${name} to a call`);
+  li.querySelector(".accept-button").setAttribute("aria-label", `Accept ${name}'s invite`);
+  li.querySelector(".decline-button").setAttribute("aria-label", `Decline ${name}'s invite`);
+  li.querySelector(".cancel-button").setAttribute("aria-label", `Cancel your invite to ${name}`);
+}
+
+function incomingFrom(userId) {
+  return app.incoming.find((i) => i.from.id === userId);
 }
 
 export function updateDeckItem(li, person) {
   li.querySelector(".person-name").textContent = person.name;
   li.querySelector(".person-gender").textContent = GENDERS[person.gender] ?? "";
-  li.querySelector(".invite-button").setAttribute("aria-label", `Invite ${person.name} to a call`);
+  labelCard(li, person);
   // Signed URLs change on every listing: only reload the image when the picture changed.
   if (li.dataset.selfie !== stripQuery(person.selfieUrl)) {
-    li.querySelector(".avatar").replaceWith(avatarFor(person));
+    li.querySelector(".avatar").replaceWith(avatarFor(person, "avatar-photo"));
     li.dataset.selfie = stripQuery(person.selfieUrl);
   }
 }
@@ -116,9 +140,37 @@ export function stripQuery(url) {
   return url ? url.split("?")[0] : "";
 }
 
+/** Each card's actions for the invites as they stand: Accept/Decline on someone who invited
+ * me, a countdown and Cancel on the one I invited, Invite (disabled while I wait) elsewhere. */
 export function updateInviteButtons() {
-  for (const button of document.querySelectorAll("#deck .invite-button")) {
-    button.disabled = !!app.outgoing || !!app.call;
+  for (const li of document.querySelectorAll("#deck li.person")) {
+    const userId = li.dataset.userId;
+    const incoming = app.call ? null : incomingFrom(userId);
+    const outgoing = !app.call && app.outgoing && app.outgoing.toId === userId ? app.outgoing
+      : null;
+    const state = incoming ? "incoming" : outgoing ? "outgoing" : "";
+    if (state) li.dataset.invite = state;
+    else delete li.dataset.invite;
+    const invite = li.querySelector(".invite-button");
+    show(invite, !state);
+    invite.disabled = !!app.outgoing || !!app.call;
+    show(li.querySelector(".accept-button"), !!incoming);
+    show(li.querySelector(".decline-button"), !!incoming);
+    show(li.querySelector(".cancel-button"), !!outgoing);
+    show(li.querySelector(".person-state"), !!state);
+    li.querySelector(".person-state-text").textContent = incoming ? "Invited you!"
+      : outgoing ? "Waiting for an answer…" : "";
+  }
+  tickCards();
+}
+
+/** The countdowns on the cards (every tick). */
+export function tickCards(now = serverNow() / 1000) {
+  for (const li of document.querySelectorAll("#deck li.person[data-invite]")) {
+    const userId = li.dataset.userId;
+    const pending = li.dataset.invite === "incoming" ? incomingFrom(userId) : app.outgoing;
+    const left = pending ? Math.max(0, Math.ceil(pending.expiresAt - now)) : 0;
+    li.querySelector(".person-countdown").textContent = `${left} s`;
   }
 }
 
@@ -189,6 +241,7 @@ export function removeIncoming(inviteId) {
 }
 
 export function renderIncoming() {
+  updateInviteButtons();
   const dialog = $("incoming-invite");
   const current = app.call ? null : app.incoming[0];
   if (!current) {
@@ -214,8 +267,7 @@ export function renderIncoming() {
   else if (changed) $("accept-invite").focus();
 }
 
-export async function acceptInvite() {
-  const current = app.incoming[0];
+export async function acceptInvite(current = app.incoming[0]) {
   if (!current) return;
   $("accept-invite").disabled = true;
   $("decline-invite").disabled = true;
@@ -234,8 +286,7 @@ export async function acceptInvite() {
   }
 }
 
-export async function declineInvite() {
-  const current = app.incoming[0];
+export async function declineInvite(current = app.incoming[0]) {
   if (!current) return;
   removeIncoming(current.inviteId);
   try {

@@ -18,7 +18,9 @@ export const app = {
   deckLoading: false,
   incoming: [], // pending invites to me, oldest first
   outgoing: null, // {inviteId, expiresAt, toId, toName}
-  call: null, // {roomId, partner, endsAt, leaving, seen}
+  call: null, // {roomId, partner, endsAt, leaving, seen, media, partnerPhase, partnerTracks,
+  //             partnerSending, unread}: see callview.js
+  signalingState: "connecting", // "connecting" | "online" | "offline"
   micOn: true,
   cameraOn: true,
   pendingSelfie: null,
@@ -33,6 +35,8 @@ export function showScreen(name) {
   show($("signup-screen"), name === "signup");
   show($("deck-screen"), name === "deck");
   show($("call"), name === "call");
+  // The call screen is laid out to the viewport (no page scroll): see style.css.
+  document.body.classList.toggle("in-call", name === "call");
 }
 
 export function focusHeading(id) {

@@ -44,7 +44,7 @@ CLIENT_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>client<
 import { MediaCall, napalmsky } from "/static/call.js";
 const call = new MediaCall(document.getElementById("local"), document.getElementById("remote"));
 window.client = { call, napalmsky, events: [], sent: [] };
-for (const type of ["status", "connected", "closed", "need-token", "error", "partner"]) {
+for (const type of ["phase", "connected", "closed", "need-token", "error", "partner"]) {
   call.addEventListener(type, (e) => window.client.events.push({ type, detail: e.detail }));
 }
 const send = WebSocket.prototype.send;

@@ -131,6 +131,9 @@ export async function request(method, path, { body, auth = true, solve = null } 
   }
 }
 
+const REQUEST_TIMEOUT_MS = 15000;
+const UPLOAD_TIMEOUT_MS = 60000;
+
 async function send(method, path, { body, auth }) {
   const headers = {};
   const token = getToken();
@@ -144,8 +147,12 @@ async function send(method, path, { body, auth }) {
     headers["Content-Type"] = "application/json";
   }
   let response;
+  // A request the server never answers must not leave the page waiting for ever (a deck
+  // that stays "loading" would never refresh): give up after a while, as a network error.
+  const limit = body instanceof Blob ? UPLOAD_TIMEOUT_MS : REQUEST_TIMEOUT_MS;
   try {
-    response = await fetch(PREFIX + path, { method, headers, body: payload });
+    response = await fetch(PREFIX + path, { method, headers, body: payload,
+      signal: AbortSignal.timeout(limit) });
   } catch (err) {
     throw new ApiError("network", "", 0);
   }

@@ -6,7 +6,9 @@ test process do not share counters. Labels are bounded: the route template, neve
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable, Iterator
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -19,6 +21,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 class HttpMetrics:
@@ -42,10 +46,39 @@ class HttpMetrics:
         )
 
 
-def new_registry() -> CollectorRegistry:
+class GaugeCollector(Collector):
+    """Gauges read when /metrics is scraped (nothing is counted on the hot path): the event
+    loop's live asyncio tasks, and whatever the application adds with `add`."""
+
+    def __init__(self) -> None:
+        self._gauges: list[tuple[str, str, Callable[[], float]]] = [
+            ("napalmsky_asyncio_tasks", "asyncio tasks alive on this node's event loop.",
+             _task_count),
+        ]
+
+    def add(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        self._gauges.append((name, documentation, read))
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        for name, documentation, read in self._gauges:
+            yield GaugeMetricFamily(name, documentation, value=read())
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # scraped outside the loop (never in the server)
+        return 0.0
+
+
+def new_registry() -> tuple[CollectorRegistry, GaugeCollector]:
+    """A registry with process metrics (CPU seconds, resident memory, open descriptors) and
+    the scrape-time gauges, which the caller may extend."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
-    return registry
+    gauges = GaugeCollector()
+    registry.register(gauges)
+    return registry, gauges
 
 
 def _route_label(request: web.Request) -> str:

@@ -230,7 +230,7 @@ async def open_services(settings: Settings, clock: Clock, blobs: BlobStore) -> S
 def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     clock = clock or SystemClock()
     blobs = make_blob_store(settings, clock)
-    registry = new_registry()
+    registry, gauges = new_registry()
     metrics = HttpMetrics(registry)
     app = web.Application(
         middlewares=[request_id_middleware, metrics_middleware(metrics), error_middleware,
@@ -242,6 +242,9 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
     ))
     app[SETTINGS] = settings
     app[REGISTRY] = registry
+    gauges.add("napalmsky_ws_connections", "Authenticated /ws sockets open on this node.",
+               lambda: float(len(app[SIGNALING].gateway.connections)) if SIGNALING in app
+               else 0.0)
     app[BODY_TIMEOUT] = settings.http_body_timeout
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:

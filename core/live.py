@@ -119,6 +119,12 @@ class Subscription(Protocol):
         """Stop delivery to this subscription's handler. Idempotent."""
         ...
 
+    async def flush(self) -> None:
+        """Return once every message this subscription has received so far has been handed
+        to its handler (before a socket it feeds is closed). Messages still in flight to
+        this node are not waited for."""
+        ...
+
 
 class Bus(Protocol):
     """Publish/subscribe between nodes. Delivery is at most once, in order per publisher."""

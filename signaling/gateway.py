@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 AUTH_TIMEOUT = 5.0
 FLOODS_BEFORE_CLOSE = 100  # frames over the rate limit before the socket is closed
+FLUSH_TIMEOUT = 2.0  # seconds a shutting-down node waits to hand queued events to sockets
 
 
 class TokenBucket:
@@ -78,6 +79,7 @@ class Connection:
         self.bucket = TokenBucket(gateway.clock)
         self.floods = 0
         self.available = True  # the user's last `presence:set`, to restore lost live state
+        self.subscription: Subscription | None = None  # the user's channel, for this socket
         self._send_lock = asyncio.Lock()
         self._held: list[str] | None = []  # events that arrive before `state` is sent
 
@@ -152,7 +154,14 @@ class Gateway:
             if sub is not None:
                 await sub.close()
         self._presence_sub = self._sessions_sub = None
-        for conn in list(self.connections.values()):
+        connections = list(self.connections.values())
+        # What was published to these users before the shutdown (the end of the calls this
+        # node hosted) reaches them before their sockets close, within a bound.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(FLUSH_TIMEOUT):
+                await asyncio.gather(*(c.subscription.flush() for c in connections
+                                       if c.subscription is not None))
+        for conn in connections:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await conn.ws.close(code=1001, message=b"server shutting down")
         await asyncio.gather(*self._cleanups, return_exceptions=True)
@@ -238,6 +247,7 @@ class Gateway:
         conn = Connection(self, ws, auth)
         context.user_id.set(conn.user_id)
         subscription = await self.bus.subscribe(user_channel(UserId(conn.user_id)), conn.send)
+        conn.subscription = subscription
         self.connections[conn.conn_id] = conn
         self._expire_at_session_end(conn)
         try:

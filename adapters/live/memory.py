@@ -342,6 +342,12 @@ class QueuedSubscription:
                 self._deliver(), name=f"bus-subscription:{self._channel}"
             )
 
+    async def flush(self) -> None:
+        """Wait until the messages queued so far have been handed to the handler."""
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            await asyncio.shield(task)
+
     async def close(self) -> None:
         """Stop delivery. Idempotent; also safe to call from inside this subscription's handler."""
         if self._closed:

@@ -199,6 +199,25 @@ async def test_idle_subscriptions_hold_no_task(bus: Bus) -> None:
             await asyncio.sleep(0.01)
 
 
+async def test_flush_returns_once_received_messages_are_handled(bus: Bus) -> None:
+    handled: list[str] = []
+    inbox = Inbox()
+
+    async def slow(message: str) -> None:
+        await asyncio.sleep(0.01)
+        handled.append(message)
+        await inbox(message)
+
+    subscription = await bus.subscribe("user:flush", slow)
+    probe = Inbox()
+    await bus.subscribe("user:flush", probe)
+    for n in range(5):
+        await bus.publish("user:flush", f"m{n}")
+    await probe.wait_for(5)  # received on this node (for Redis, after the round trip)
+    await subscription.flush()
+    assert handled == [f"m{n}" for n in range(5)]
+
+
 async def test_close_stops_everything(bus: Bus) -> None:
     inbox = Inbox()
     subscription = await bus.subscribe("room:1", inbox)

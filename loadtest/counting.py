@@ -92,7 +92,8 @@ class StreamStats:
 
     @property
     def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        # n frames from the first packet to the last span n - 1 frame intervals
+        return (self.frames - 1) / self.seconds if self.seconds > 0 and self.frames > 1 else 0.0
 
     @property
     def kbps(self) -> float:

@@ -57,23 +57,28 @@ def add_commands(sub: Any) -> None:
     lt.add_argument("--preset", default="smoke", metavar="NAME",
                     help=f"scenario: {', '.join(PRESETS)} (default smoke: "
                     f"{PRESETS['smoke'].users} users, {PRESETS['smoke'].duration_s:g} s)")
-    lt.add_argument("--users", type=int, help="number of bot users")
-    lt.add_argument("--ramp", type=float, dest="ramp_per_s", help="users started per second")
-    lt.add_argument("--call-seconds", type=float, help="how long each call lasts (s)")
-    lt.add_argument("--think-seconds", type=float, help="pause between calls (s)")
-    lt.add_argument("--decline", type=float, dest="decline_share",
+    lt.add_argument("--users", type=int, metavar="N", help="number of bot users")
+    lt.add_argument("--ramp", type=float, dest="ramp_per_s", metavar="PER_S",
+                    help="users started per second")
+    lt.add_argument("--call-seconds", type=float, metavar="S", help="how long each call lasts (s)")
+    lt.add_argument("--think-seconds", type=float, metavar="S", help="pause between calls (s)")
+    lt.add_argument("--decline", type=float, dest="decline_share", metavar="SHARE",
                     help="share of invites declined (0-1)")
-    lt.add_argument("--expire", type=float, dest="expire_share",
+    lt.add_argument("--expire", type=float, dest="expire_share", metavar="SHARE",
                     help="share of invites left to expire (0-1)")
-    lt.add_argument("--chat", type=int, dest="chat_per_call",
+    lt.add_argument("--chat", type=int, dest="chat_per_call", metavar="N",
                     help="chat messages each participant sends per call")
-    lt.add_argument("--processes", type=int, help="bot processes, one event loop each "
-                    "(default 1; up to one per core)")
-    lt.add_argument("--duration", type=float, dest="duration_s",
+    lt.add_argument("--processes", type=int, metavar="N",
+                    help="bot processes, one event loop each (default 1; up to one per core)")
+    lt.add_argument("--duration", type=float, dest="duration_s", metavar="S",
                     help="the run stops after this many seconds")
-    lt.add_argument("--heartbeat", type=float, dest="heartbeat_s",
+    lt.add_argument("--heartbeat", type=float, dest="heartbeat_s", metavar="S",
                     help="presence heartbeat interval (s)")
-    lt.add_argument("--out", type=Path, help="folder for report.json, report.html and plots/ "
+    lt.add_argument("--video-codec", metavar="CODEC",
+                    help="vp8 or h264: the codec of the node's rooms (its "
+                    "NAPALMSKY_SFU_VIDEO_CODEC; default vp8)")
+    lt.add_argument("--out", type=Path, metavar="DIR",
+                    help="folder for report.json, report.html and plots/ "
                     "(default ./loadtest-<preset>-<UTC time>)")
     lt.add_argument("--quiet", action="store_true", help="no live progress display")
     lt.set_defaults(func=cmd_loadtest)
@@ -86,9 +91,9 @@ def add_commands(sub: Any) -> None:
         "online after each call. Runs until Ctrl-C (or --duration).")
     bots.add_argument("url", nargs="?", default=DEFAULT_URL, metavar="URL",
                       help=f"the node (default {DEFAULT_URL})")
-    bots.add_argument("--count", type=int, default=2, help="how many bots (default 2)")
+    bots.add_argument("--count", type=int, default=2, metavar="N", help="how many bots (default 2)")
     bots.add_argument("--name", default="Bot", help="name prefix (default Bot: Bot 1, Bot 2...)")
-    bots.add_argument("--duration", type=float, help="stop after this many seconds")
+    bots.add_argument("--duration", type=float, metavar="S", help="stop after this many seconds")
     bots.set_defaults(func=cmd_bots)
     _one_line_errors(bots)
 
@@ -99,7 +104,8 @@ def cmd_loadtest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                          call_seconds=args.call_seconds, think_seconds=args.think_seconds,
                          decline_share=args.decline_share, expire_share=args.expire_share,
                          chat_per_call=args.chat_per_call, processes=args.processes,
-                         duration_s=args.duration_s, heartbeat_s=args.heartbeat_s)
+                         duration_s=args.duration_s, heartbeat_s=args.heartbeat_s,
+                         video_codec=args.video_codec)
     except ScenarioError as exc:
         return _fail("loadtest", str(exc), EXIT_USAGE)
     if (problem := _check_url(args.url)) is not None:

@@ -30,7 +30,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import aiohttp
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import is_rtcp
@@ -442,6 +448,8 @@ class CountingBot:
         self.ice_connected_at: float | None = None  # time.monotonic()
         # a track of the caller's (the demo bots' drawn pattern), or the clip replayed
         self.video_track: MediaStreamTrack = video_track or EncodedTrack(video, start=start)
+        # a clip can only be sent in its own codec: offer just that one (and RTX)
+        self.video_codec = video.codec if video_track is None else ""
         self.audio_track = EncodedTrack(audio, start=start * 5 // 3)
         self.state: BotState = "new"
         self.closed_reason: str | None = None
@@ -485,6 +493,13 @@ class CountingBot:
         self.pc = pc
         pc.addTrack(self.audio_track)
         pc.addTrack(self.video_track)
+        if self.video_codec in ("vp8", "h264"):
+            wanted = {f"video/{self.video_codec}", "video/rtx"}
+            codecs = [c for c in RTCRtpSender.getCapabilities("video").codecs
+                      if c.mimeType.lower() in wanted]
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind == "video":
+                    transceiver.setCodecPreferences(codecs)
         bind_peer_connection(pc, self.net)
 
         @pc.on("iceconnectionstatechange")
@@ -503,6 +518,9 @@ class CountingBot:
         await pc.setLocalDescription(await pc.createOffer())
         await self._ws.send_json({"type": "offer", "sdp": pc.localDescription.sdp})
         answer = await asyncio.wait_for(self._answers.get(), wait)
+        if any(m.kind == "video" and m.port == 0 for m in SessionDescription.parse(answer).media):
+            raise JoinRefused("video_codec_mismatch", f"the SFU's rooms do not take "
+                              f"{self.video_codec or 'our video codec'} (see --video-codec)")
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         self.counter.attach(pc)
 

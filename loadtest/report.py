@@ -65,9 +65,11 @@ def _calls_section(m: Measurements) -> dict[str, Any]:
     rooms: dict[str, list[dict[str, Any]]] = {}
     for record in m.calls:
         rooms.setdefault(str(record["room_id"]), []).append(record)
-    both_ways = sum(1 for rs in rooms.values()
-                    if len(rs) == 2 and all(all(r.get("media_received", {}).values())
-                                            and r.get("media_received") for r in rs))
+    def both_ways(records: list[dict[str, Any]]) -> bool:
+        return len(records) == 2 and all(
+            r.get("media_received") and all(r["media_received"].values()) for r in records)
+
+    whole = [rs for rs in rooms.values() if not any(r.get("cut_by_run_end") for r in rs)]
     ended: Counter[str] = Counter(str(r.get("ended_reason")) for r in m.calls
                                   if r["role"] == "caller")
     joins = len(m.calls)
@@ -80,9 +82,11 @@ def _calls_section(m: Measurements) -> dict[str, Any]:
         "participants_ice_connected": connected,
         "participants_keyframe_received": sum(
             1 for r in m.calls if r.get("call_start_to_first_keyframe_ms") is not None),
-        "calls_media_both_ways": both_ways,
+        "calls_media_both_ways": sum(1 for rs in rooms.values() if both_ways(rs)),
+        "calls_cut_by_run_end": len(rooms) - len(whole),
         "connection_success_pct": _pct(connected, joins),
-        "calls_media_both_ways_pct": _pct(both_ways, len(rooms)),
+        # of the calls the run's end did not cut short
+        "calls_media_both_ways_pct": _pct(sum(1 for rs in whole if both_ways(rs)), len(whole)),
         "ended_by_reason": dict(ended),
         "chat_sent": sum(int(r.get("chat_sent", 0)) for r in m.calls),
         "chat_received": sum(int(r.get("chat_received", 0)) for r in m.calls),

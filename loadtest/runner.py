@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 from loadtest.measure import Measurements
-from loadtest.media import audio_clip, video_clip
+from loadtest.media import VideoParams, audio_clip, video_clip
 from loadtest.scenario import Scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,7 +228,8 @@ async def run(target: Target, scenario: Scenario, out: Path, *, on_progress: Any
               interrupt: asyncio.Event | None = None) -> RunResult:
     """Run the scenario against `target` until its deadline or `interrupt`."""
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, lambda: (video_clip(), audio_clip()))  # encode once, here
+    params = VideoParams(codec=scenario.video_codec)  # encoded once, here, for every worker
+    await loop.run_in_executor(None, lambda: (video_clip(params), audio_clip()))
     stop = interrupt or asyncio.Event()
     run_id = secrets.token_hex(3)
     started_at = time.time() + 1.0

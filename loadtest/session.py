@@ -60,6 +60,10 @@ def run_loadtest(url: str, scenario: Scenario, out: Path, *, quiet: bool = False
     print(f"report: {json_path} and {html_path}")
     if "rate_limited" in report["errors"]["by_code"]:
         _say(f"napalmsky loadtest: note: {RATE_HINT}")
+    if "video_codec_mismatch" in report["errors"]["by_code"]:
+        _say(f"napalmsky loadtest: note: the node's rooms do not take "
+             f"{scenario.video_codec}: run with --video-codec "
+             f"{'h264' if scenario.video_codec == 'vp8' else 'vp8'}")
     return EXIT_INTERRUPTED if result.stopped_by == "interrupt" else 0
 
 

@@ -341,6 +341,7 @@ class LoadUser:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(media.close(), 10)
             record["duration_s"] = round(time.monotonic() - t_start, 3)
+            record["cut_by_run_end"] = self.stop.is_set()  # hung up because the run ended
             self.m.calls.append(record)
             self.state = "online"
         if not self.stop.is_set():

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from loadtest.measure import Measurements
-from loadtest.media import audio_clip, video_clip
+from loadtest.media import VideoParams, audio_clip, video_clip
 from loadtest.scenario import Scenario
 from loadtest.user import ClientConfig, LoadUser
 
@@ -80,7 +80,8 @@ async def run_job(job: dict[str, Any], stop: asyncio.Event,
     scenario = Scenario(**job["scenario"])
     m = Measurements(started_at=float(job["started_at"]))
     loop = asyncio.get_running_loop()
-    clips = await loop.run_in_executor(None, lambda: (video_clip(), audio_clip()))
+    params = VideoParams(codec=scenario.video_codec)
+    clips = await loop.run_in_executor(None, lambda: (video_clip(params), audio_clip()))
     config = ClientConfig.from_json(job.get("config", {}))
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     users: list[LoadUser] = []

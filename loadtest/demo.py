@@ -36,7 +36,7 @@ from loadtest.measure import Measurements
 from loadtest.media import EncodedClip, audio_clip
 from loadtest.runner import PreflightError, install_interrupt, preflight
 from loadtest.scenario import PRESETS
-from loadtest.wire import PREFIX, Rest, Signaling, WireError
+from loadtest.wire import PREFIX, SESSION_REFUSED, Rest, Signaling, WireError, connect_with_backoff
 
 log = logging.getLogger(__name__)
 
@@ -149,27 +149,19 @@ class DemoBot:
                 await self.sig.close()
 
     async def _connect(self) -> bool:
-        delay = 1.0
+        def failed(error: WireError, delay: float) -> None:
+            if error.code in SESSION_REFUSED:
+                self.say(f"{self.name}: session refused ({error.code}); stopping")
+            else:
+                self.say(f"{self.name}: cannot connect ({error.code}); retrying in {delay:g} s")
+
         first = self.sig is None
-        while not self.stop.is_set():
-            if self.sig is not None:
-                await self.sig.close()
-            self.sig = Signaling(self.session, self.base, self.token, self.m)
-            try:
-                await self.sig.connect()
-            except WireError as exc:
-                if exc.code in ("unauthenticated", "ws_closed_4401"):
-                    self.say(f"{self.name}: session refused ({exc.code}); stopping")
-                    return False
-                self.say(f"{self.name}: cannot connect ({exc.code}); retrying in {delay:g} s")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), delay)
-                delay = min(30.0, delay * 2)
-                continue
-            if first:
-                self.say(f"{self.name} is online: invite it from the deck")
-            return True
-        return False
+        self.sig = await connect_with_backoff(self.session, self.base, self.token, self.m,
+                                              self.stop, previous=self.sig, max_delay=30.0,
+                                              on_error=failed)
+        if self.sig is not None and first:
+            self.say(f"{self.name} is online: invite it from the deck")
+        return self.sig is not None
 
     async def _heartbeat(self) -> None:
         while True:

@@ -24,7 +24,8 @@ from loadtest.scenario import Scenario
 UNITS = {
     "_ms": "milliseconds", "_s": "seconds", "_kbps": "kilobits per second",
     "_fps": "frames per second", "_pct": "percent", "_mb": "mebibytes (2^20 bytes)",
-    "count": "a number of events", "t_s": "seconds since the run started",
+    "_count": "a number of events", "count": "a number of samples or events",
+    "t_s": "seconds since the run started",
 }
 PLOTS = ("latency_over_time", "calls_connected", "media_distribution", "server")
 CALL_LATENCIES = ("signup", "invite_to_call_start", "call_start_to_ice_connected",
@@ -264,11 +265,13 @@ def _plots(report: dict[str, Any]) -> dict[str, str]:
     figures["calls_connected"] = fig
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
-    calls = [r for r in report["per_call"] if r.get("tracks")]
+    tracks = {kind: [r["tracks"][kind] for r in report["per_call"]
+                     if r.get("tracks") and r["tracks"][kind]["packets"] > 0]
+              for kind in ("audio", "video")}
     for ax, values, title, unit in (
-        (axes[0], [r["tracks"]["video"]["fps"] for r in calls], "received video", "fps"),
-        (axes[1], [r["tracks"]["video"]["kbps"] for r in calls], "received video", "kbit/s"),
-        (axes[2], [r["tracks"]["audio"]["kbps"] for r in calls], "received audio", "kbit/s"),
+        (axes[0], [t["fps"] for t in tracks["video"]], "received video", "fps"),
+        (axes[1], [t["kbps"] for t in tracks["video"]], "received video", "kbit/s"),
+        (axes[2], [t["kbps"] for t in tracks["audio"]], "received audio", "kbit/s"),
     ):
         ax.hist(values or [0], bins=min(20, max(5, len(values))))
         ax.set_title(f"{title} ({unit}), per track")
@@ -287,6 +290,9 @@ def _plots(report: dict[str, Any]) -> dict[str, str]:
     twin = ax.twinx()
     twin.plot([t for t, _ in rss], [v for _, v in rss], color="tab:blue", label="RSS (MiB)")
     twin.set_ylabel("resident memory (MiB)")
+    lines = ax.get_lines() + twin.get_lines()
+    if samples:
+        ax.legend(lines, [str(line.get_label()) for line in lines], loc="upper left")
     ax.set_title("Server process (from /metrics)" if samples
                  else "Server process: the target exposes no /metrics")
     figures["server"] = fig

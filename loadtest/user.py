@@ -29,7 +29,7 @@ from loadtest.counting import KINDS, CountingBot, JoinRefused, StreamStats
 from loadtest.measure import Measurements
 from loadtest.media import EncodedClip
 from loadtest.scenario import Scenario
-from loadtest.wire import PREFIX, Rest, Signaling, WireError
+from loadtest.wire import PREFIX, Rest, Signaling, WireError, connect_with_backoff
 
 log = logging.getLogger(__name__)
 
@@ -147,24 +147,15 @@ class LoadUser:
 
     async def _connect(self) -> bool:
         """Open `/ws` (again, after a drop), with backoff, until it works or the run stops."""
-        delay = 1.0
-        while not self.stop.is_set():
-            if self.sig is not None:
-                await self.sig.close()
-            self.sig = Signaling(self.session, self.base, self.token, self.m)
-            try:
-                await self.sig.connect()
-            except WireError as exc:
-                self.m.count("ws_connect_failed")
-                self.m.error(exc.code, "/ws connect", exc.message)
-                if exc.code in ("unauthenticated", "ws_closed_4401"):
-                    return False
-                await self._sleep(delay)
-                delay = min(10.0, delay * 2)
-                continue
+        def failed(error: WireError, delay: float) -> None:
+            self.m.count("ws_connect_failed")
+            self.m.error(error.code, "/ws connect", error.message)
+
+        self.sig = await connect_with_backoff(self.session, self.base, self.token, self.m,
+                                              self.stop, previous=self.sig, on_error=failed)
+        if self.sig is not None:
             self.m.count("ws_connect_ok")
-            return True
-        return False
+        return self.sig is not None
 
     async def _online(self) -> Signaling | None:
         """The signaling socket, reconnected if it dropped (the drop counted by close code)."""

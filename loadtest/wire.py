@@ -14,7 +14,7 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -22,6 +22,7 @@ import aiohttp
 from loadtest.measure import Measurements
 
 PREFIX = "/api/v1"
+SESSION_REFUSED = ("unauthenticated", "ws_closed_4401")  # no point in trying again
 
 
 class WireError(Exception):
@@ -186,3 +187,33 @@ class Signaling:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
         self.closed.set()
+
+
+async def connect_with_backoff(
+    session: aiohttp.ClientSession, base: str, token: str, measurements: Measurements,
+    stop: asyncio.Event, *, previous: Signaling | None = None, max_delay: float = 10.0,
+    on_error: Callable[[WireError, float], None] = lambda error, delay: None,
+) -> Signaling | None:
+    """Open `/ws` (again, closing `previous`), retrying with exponential backoff: the socket,
+    or None when the session is refused or `stop` is set. `on_error(error, delay)` hears of
+    each failure before the wait."""
+    delay = 1.0
+    while not stop.is_set():
+        if previous is not None:
+            await previous.close()
+        previous = Signaling(session, base, token, measurements)
+        try:
+            await previous.connect()
+        except WireError as exc:
+            on_error(exc, delay)
+            if exc.code in SESSION_REFUSED:
+                await previous.close()
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(max_delay, delay * 2)
+            continue
+        return previous
+    if previous is not None:
+        await previous.close()
+    return None

@@ -76,3 +76,10 @@ def test_bad_bot_counts_are_refused(tmp_path: Path) -> None:
     result = napalmsky("bots", "--count", "0", cwd=tmp_path, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip() == "napalmsky bots: error: --count must be between 1 and 50"
+
+
+@pytest.mark.parametrize("command", ["loadtest", "bots"])
+def test_help(tmp_path: Path, command: str) -> None:
+    result = napalmsky(command, "--help", cwd=tmp_path, timeout=60)
+    assert result.returncode == 0
+    assert f"usage: napalmsky {command}" in result.stdout

@@ -41,11 +41,12 @@ def test_smoke_run_connects_calls_and_writes_both_reports(node: str, tmp_path: P
     assert users["signup_success_pct"] == 100.0
 
     calls = report["calls"]
-    assert calls["calls_started"] >= 2
-    assert calls["participants_ice_connected"] == calls["participants_joined"] >= 4
+    assert calls["calls_started"] >= 2 and calls["participants_joined"] >= 4
     assert calls["calls_media_both_ways"] >= 2
-    assert calls["connection_success_pct"] == 100.0
+    assert calls["calls_media_both_ways_pct"] == 100.0  # of the calls the run's end left whole
     assert calls["chat_received"] >= 1
+    whole = [r for r in report["per_call"] if not r["cut_by_run_end"]]
+    assert len(whole) >= 4 and all(r["ice_connected"] for r in whole)
     for name in ("signup", "invite_to_call_start", "call_start_to_ice_connected",
                  "call_start_to_first_keyframe"):
         latency_block_ok(report["latency_ms"][name])
@@ -65,10 +66,9 @@ def test_smoke_run_connects_calls_and_writes_both_reports(node: str, tmp_path: P
         assert track["jitter_ms"]["p50_ms"] >= 0
     latency_block_ok(media["rtt_ms"])
 
-    per_call = report["per_call"]
-    assert per_call and all(r["media_received"] == {"audio": True, "video": True}
-                            for r in per_call if r["ice_connected"])
-    assert report["errors"]["by_code"] == {}, report["errors"]
+    assert all(r["media_received"] == {"audio": True, "video": True} for r in whole)
+    # two callers may pick the same callee from the deck: the second hears "busy"
+    assert set(report["errors"]["by_code"]) <= {"failed_precondition"}, report["errors"]
     server = report["server"]
     assert server["metrics_available"] is True
     assert server["rss_mb"]["max_mb"] > 10 and server["open_fds"]["max_count"] > 0

@@ -19,6 +19,7 @@ import colorsys
 import contextlib
 import datetime
 import fractions
+import functools
 import hashlib
 import logging
 import sys
@@ -112,13 +113,13 @@ class PatternTrack(MediaStreamTrack):
 
 class DemoBot:
     def __init__(self, name: str, base: str, session: aiohttp.ClientSession,
-                 audio: EncodedClip, stop: asyncio.Event, say: Any = print) -> None:
+                 audio: EncodedClip, stop: asyncio.Event, say: Any = None) -> None:
         self.name = name
         self.base = base
         self.session = session
         self.audio = audio
         self.stop = stop
-        self.say = say
+        self.say = say or functools.partial(print, flush=True)
         self.m = Measurements()
         self.rest = Rest(session, base, self.m)
         self.token = ""

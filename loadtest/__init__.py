@@ -1,1 +1,1 @@
-"""Bot clients, scenarios and reports for load tests (to come)."""
+"""Load tests and demo bots over the public protocol: `napalmsky loadtest`, `napalmsky bots`."""

@@ -1,5 +1,6 @@
-"""Pre-encoded media for bots: encode a few seconds of VP8 and Opus once, then send the same
-packets in a loop, so a bot publishes real-sized media without spending CPU on an encoder.
+"""Pre-encoded media for bots: encode a few seconds of VP8 (or H.264) and Opus once, then send
+the same packets in a loop, so a bot publishes real-sized media without spending CPU on an
+encoder.
 
 aiortc's `RTCRtpSender` packs `av.Packet`s as they are (`encoder.pack`) and encodes only
 `av.Frame`s, so the tracks here return packets with their pts and time base set. A looped clip
@@ -24,7 +25,7 @@ import random
 import struct
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,11 +35,12 @@ from aiortc.mediastreams import MediaStreamError
 
 VIDEO_CLOCK = 90_000
 AUDIO_CLOCK = 48_000
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the codec in the header
 _MAGIC = b"NSKYCLIP"
 _ENTRY = struct.Struct("!IB")  # frame length, keyframe flag
 
 Kind = Literal["audio", "video"]
+VideoCodec = Literal["vp8", "h264"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class VideoParams:
     seconds: float = 3.0
     keyframe_interval: float = 1.0
     seed: int = 1
+    codec: VideoCodec = "vp8"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class EncodedClip:
     frame_duration: int
     frames: tuple[bytes, ...]
     keyframes: tuple[bool, ...]
+    codec: str = ""  # "vp8", "h264", "opus"; empty when not stated
 
     @property
     def seconds(self) -> float:
@@ -94,20 +98,34 @@ def _texture(width: int, height: int, block: int, rng: random.Random) -> bytes:
     return b"".join(rows)
 
 
-def encode_vp8(params: VideoParams) -> EncodedClip:
-    """Encode `params.seconds` of a moving pattern with libvpx (VP8), keyframe first."""
-    w, h, fps = params.width, params.height, params.fps
-    count = max(1, round(params.seconds * fps))
+def _video_codec(params: VideoParams) -> av.VideoCodecContext:
+    """libvpx (VP8) or libx264 (H.264, constrained baseline, SPS/PPS before every IDR), set
+    for a keyframe every `keyframe_interval` and nothing else forced."""
+    fps = params.fps
     gop = max(1, round(params.keyframe_interval * fps))
-    codec = av.CodecContext.create("libvpx", "w")
+    codec = av.CodecContext.create("libvpx" if params.codec == "vp8" else "libx264", "w")
     assert isinstance(codec, av.VideoCodecContext)
-    codec.width, codec.height, codec.pix_fmt = w, h, "yuv420p"
+    codec.width, codec.height, codec.pix_fmt = params.width, params.height, "yuv420p"
     codec.bit_rate = params.bitrate
     codec.framerate = fractions.Fraction(fps, 1)
     codec.time_base = fractions.Fraction(1, fps)
     codec.gop_size = gop
-    codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
-                     "kf-max-dist": str(gop), "kf-min-dist": str(gop)}
+    if params.codec == "vp8":
+        codec.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0",
+                         "kf-max-dist": str(gop), "kf-min-dist": str(gop)}
+    else:
+        codec.options = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline",
+                         "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0:"
+                                        "repeat-headers=1"}
+    return codec
+
+
+def encode_video(params: VideoParams) -> EncodedClip:
+    """Encode `params.seconds` of a moving pattern in `params.codec`, keyframe first."""
+    w, h, fps = params.width, params.height, params.fps
+    count = max(1, round(params.seconds * fps))
+    gop = max(1, round(params.keyframe_interval * fps))
+    codec = _video_codec(params)
     rng = random.Random(params.seed)
     tex_w, tex_h = 2 * w, 2 * h
     texture = _texture(tex_w, tex_h, 8, rng)
@@ -136,12 +154,18 @@ def encode_vp8(params: VideoParams) -> EncodedClip:
     packets.extend(codec.encode(None))
     packets = packets[:count]
     if len(packets) != count or not packets[0].is_keyframe:
-        raise RuntimeError("libvpx did not produce one packet per frame, keyframe first")
+        raise RuntimeError(f"the {params.codec} encoder did not produce one packet per frame, "
+                           "keyframe first")
     return EncodedClip(
         kind="video", clock_rate=VIDEO_CLOCK, frame_duration=VIDEO_CLOCK // fps,
         frames=tuple(bytes(p) for p in packets),
-        keyframes=tuple(bool(p.is_keyframe) for p in packets),
+        keyframes=tuple(bool(p.is_keyframe) for p in packets), codec=params.codec,
     )
+
+
+def encode_vp8(params: VideoParams) -> EncodedClip:
+    """Encode `params.seconds` of a moving pattern with libvpx (VP8), keyframe first."""
+    return encode_video(replace(params, codec="vp8"))
 
 
 def encode_opus(params: AudioParams) -> EncodedClip:
@@ -176,6 +200,7 @@ def encode_opus(params: AudioParams) -> EncodedClip:
     return EncodedClip(
         kind="audio", clock_rate=AUDIO_CLOCK, frame_duration=samples,
         frames=tuple(bytes(p) for p in packets), keyframes=(True,) * len(packets),
+        codec="opus",
     )
 
 
@@ -196,7 +221,8 @@ def _cache_path(kind: Kind, params: VideoParams | AudioParams, directory: Path) 
 
 def _dump(clip: EncodedClip) -> bytes:
     header = json.dumps({"kind": clip.kind, "clock_rate": clip.clock_rate,
-                         "frame_duration": clip.frame_duration, "count": len(clip.frames)})
+                         "frame_duration": clip.frame_duration, "count": len(clip.frames),
+                         "codec": clip.codec})
     parts = [_MAGIC, struct.pack("!I", len(header)), header.encode()]
     for frame, key in zip(clip.frames, clip.keyframes, strict=True):
         parts += [_ENTRY.pack(len(frame), key), frame]
@@ -227,7 +253,8 @@ def _load(data: bytes) -> EncodedClip:
         raise ValueError("corrupt clip file")
     return EncodedClip(kind=kind, clock_rate=int(header["clock_rate"]),
                        frame_duration=int(header["frame_duration"]),
-                       frames=tuple(frames), keyframes=tuple(keys))
+                       frames=tuple(frames), keyframes=tuple(keys),
+                       codec=str(header.get("codec", "")))
 
 
 def _cached(kind: Kind, params: VideoParams | AudioParams, directory: Path | None) -> EncodedClip:
@@ -238,7 +265,7 @@ def _cached(kind: Kind, params: VideoParams | AudioParams, directory: Path | Non
     except (OSError, ValueError, KeyError):
         pass
     if isinstance(params, VideoParams):
-        clip = encode_vp8(params)
+        clip = encode_video(params)
     else:
         clip = encode_opus(params)
     directory.mkdir(parents=True, exist_ok=True)

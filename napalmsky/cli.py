@@ -1,4 +1,4 @@
-"""The `napalmsky` command: serve, migrate, config, sfu-token, admin."""
+"""The `napalmsky` command: serve, migrate, config, sfu-token, admin, loadtest, bots."""
 
 from __future__ import annotations
 
@@ -264,6 +264,10 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--email", required=True, help="the admin's email (their login)")
     create.add_argument("--name", required=True, help="the admin's display name")
     create.set_defaults(func=cmd_admin_create)
+
+    from loadtest.cli import add_commands  # argparse only: the bots load when they run
+
+    add_commands(sub)
     return top
 
 

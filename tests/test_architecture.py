@@ -47,6 +47,14 @@ def test_media_side_never_imports_api_or_signaling(package: str) -> None:
         assert not names & {"api", "signaling", "napalmsky"}, f"{path} imports {names}"
 
 
+def test_loadtest_knows_the_node_only_through_the_wire_protocol() -> None:
+    # Bots speak REST, /ws and /sfu/ws as any client does; nothing of the server is shared.
+    server = {"core", "adapters", "api", "signaling", "sfu", "turn", "recorder", "web",
+              "napalmsky", "bench"}
+    for path, names in imported_top_levels("loadtest").items():
+        assert not names & server, f"{path} imports {names & server}"
+
+
 def test_adapters_import_only_core_of_ours() -> None:
     for path, names in imported_top_levels("adapters").items():
         assert not names & (OURS - {"core", "adapters"}), f"{path} imports {names & OURS}"

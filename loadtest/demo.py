@@ -37,7 +37,14 @@ from loadtest.measure import Measurements
 from loadtest.media import EncodedClip, audio_clip
 from loadtest.runner import PreflightError, install_interrupt, preflight
 from loadtest.scenario import PRESETS
-from loadtest.wire import PREFIX, SESSION_REFUSED, Rest, Signaling, WireError, connect_with_backoff
+from loadtest.wire import (
+    SESSION_REFUSED,
+    Rest,
+    Signaling,
+    WireError,
+    connect_with_backoff,
+    sign_up_guest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +136,7 @@ class DemoBot:
 
     async def run(self) -> None:
         try:
-            auth = await self.rest.call("POST", f"{PREFIX}/auth/guest",
-                                        body={"name": self.name, "gender": "unspecified"})
+            auth, _ = await sign_up_guest(self.rest, self.name, "unspecified")
         except WireError as exc:
             hint = (" (raise NAPALMSKY_RATE_SIGNUP_PER_HOUR on the node)"
                     if exc.code == "rate_limited" else "")

@@ -196,6 +196,7 @@ def build(m: Measurements, *, scenario: Scenario, target: dict[str, Any], stoppe
             "requested": scenario.users, "signed_up": c["signup_ok"],
             "signup_failed": c["signup_failed"], "signup_success_pct": _pct(c["signup_ok"],
                                                                            signups),
+            "signup_challenges_solved": c["signup_challenges"],
             "ws_connected": c["ws_connect_ok"], "ws_connect_failed": c["ws_connect_failed"],
             "ws_connect_success_pct": _pct(c["ws_connect_ok"], sockets),
         },

@@ -29,7 +29,14 @@ from loadtest.counting import KINDS, CountingBot, JoinRefused, StreamStats
 from loadtest.measure import Measurements
 from loadtest.media import EncodedClip
 from loadtest.scenario import Scenario
-from loadtest.wire import PREFIX, Rest, Signaling, WireError, connect_with_backoff
+from loadtest.wire import (
+    PREFIX,
+    Rest,
+    Signaling,
+    WireError,
+    connect_with_backoff,
+    sign_up_guest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,14 +139,15 @@ class LoadUser:
         self.state = "signing_up"
         started = time.perf_counter()
         try:
-            auth = await self.rest.call("POST", f"{PREFIX}/auth/guest",
-                                        body={"name": self.name, "gender": "unspecified"})
+            auth, solved = await sign_up_guest(self.rest, self.name, "unspecified")
         except WireError as exc:
             self.m.count("signup_failed")
             self.m.error(exc.code, "POST /api/v1/auth/guest", exc.message)
             return False
         self.m.latency("signup", 1000 * (time.perf_counter() - started))
         self.m.count("signup_ok")
+        if solved:
+            self.m.count("signup_challenges", solved)
         self.token, self.user_id = auth["token"], auth["user"]["id"]
         with contextlib.suppress(WireError):  # the web client reads the call bounds too
             await self.rest.call("GET", f"{PREFIX}/config", token=self.token)

@@ -132,6 +132,16 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _non_negative_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number, 0 or more") from None
+    if value < 0:
+        raise ValueError("expected a whole number, 0 or more")
+    return value
+
+
 def _positive_float(raw: str) -> float:
     try:
         value = float(raw)
@@ -425,8 +435,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds an invite waits for an answer before it expires."),
     Setting("reconnect_grace", "NAPALMSKY_RECONNECT_GRACE", _positive_float, "15",
             "Seconds a participant whose socket dropped has to come back before the call ends."),
-    Setting("cooldown_hours", "NAPALMSKY_COOLDOWN_HOURS", _positive_int, "24",
-            "Hours two people who had a call cannot be matched again."),
+    Setting("cooldown_hours", "NAPALMSKY_COOLDOWN_HOURS", _non_negative_int, "24",
+            "Hours two people who had a call cannot be matched again (0: no cooldown, for "
+            "load-test and demo targets)."),
     Setting("ice_servers", "NAPALMSKY_ICE_SERVERS", _ice_urls, "",
             "Comma list of STUN/TURN URLs handed to clients in `call:start` (TURN credentials "
             "come with the TURN work). Default: none (host candidates only)."),

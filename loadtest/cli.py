@@ -74,6 +74,9 @@ def add_commands(sub: Any) -> None:
                     help="the run stops after this many seconds")
     lt.add_argument("--heartbeat", type=float, dest="heartbeat_s", metavar="S",
                     help="presence heartbeat interval (s)")
+    lt.add_argument("--browse", type=float, dest="browse_s", metavar="S",
+                    help="idle mode: each user reads the deck, its profile and its history "
+                         "every S seconds (default 0: never)")
     lt.add_argument("--video-codec", metavar="CODEC",
                     help="vp8 or h264: the codec of the node's rooms (its "
                     "NAPALMSKY_SFU_VIDEO_CODEC; default vp8)")
@@ -105,7 +108,7 @@ def cmd_loadtest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                          decline_share=args.decline_share, expire_share=args.expire_share,
                          chat_per_call=args.chat_per_call, processes=args.processes,
                          duration_s=args.duration_s, heartbeat_s=args.heartbeat_s,
-                         video_codec=args.video_codec)
+                         browse_s=args.browse_s, video_codec=args.video_codec)
     except ScenarioError as exc:
         return _fail("loadtest", str(exc), EXIT_USAGE)
     if (problem := _check_url(args.url)) is not None:

@@ -167,6 +167,9 @@ def latency_over_time(samples: list[tuple[float, float]], duration: float,
     return rows
 
 
+STEADY_SETTLE_S = 10.0  # seconds after the last user started before the steady window
+
+
 def build(m: Measurements, *, scenario: Scenario, target: dict[str, Any], stopped_by: str,
           ended_at: float, server: list[dict[str, float]], server_metrics: bool,
           workers_lost: int = 0) -> dict[str, Any]:
@@ -176,6 +179,11 @@ def build(m: Measurements, *, scenario: Scenario, target: dict[str, Any], stoppe
             if name.startswith("http ")}
     ws = {name[3:]: summary(v for _, v in s) for name, s in sorted(m.latencies.items())
           if name.startswith("ws ")}
+    # Once every user has started and had a few seconds to settle: the node holding its load,
+    # not absorbing the ramp of sign-ups (the figure a "with N users connected" target means).
+    steady_after = scenario.users / scenario.ramp_per_s + STEADY_SETTLE_S
+    steady = {name[5:]: summary(v for t, v in s if t >= steady_after)
+              for name, s in sorted(m.latencies.items()) if name.startswith("http ")}
     every_http = [x for name, s in m.latencies.items() if name.startswith("http ") for x in s]
     every_ws = [x for name, s in m.latencies.items() if name.startswith("ws ") for x in s]
     signups = c["signup_ok"] + c["signup_failed"]
@@ -204,6 +212,8 @@ def build(m: Measurements, *, scenario: Scenario, target: dict[str, Any], stoppe
         "latency_ms": {name: summary(v for _, v in m.latencies.get(name, []))
                        for name in CALL_LATENCIES},
         "http_latency_ms": http,
+        "steady_after_s": round(steady_after, 3),
+        "http_latency_steady_ms": steady,
         "ws_ack_latency_ms": ws,
         "media": _media_section(m),
         "errors": {"total_count": sum(m.errors.values()), "by_code": dict(m.errors.most_common()),
@@ -374,6 +384,8 @@ def write_html(report: dict[str, Any], out: Path) -> Path:
                                                     calls["ended_by_reason"].items()))]),
         "<h2>Call set-up latency</h2>", _latency_table(report["latency_ms"]),
         "<h2>HTTP latency per route</h2>", _latency_table(report["http_latency_ms"]),
+        f"<h2>HTTP latency per route, steady (after {report['steady_after_s']} s)</h2>",
+        _latency_table(report["http_latency_steady_ms"]),
         "<h2>/ws request-to-ack latency per type</h2>",
         _latency_table(report["ws_ack_latency_ms"]),
         plots["latency_over_time"], plots["calls_connected"],

@@ -28,6 +28,7 @@ class Scenario:
     processes: int = 1  # bot processes, one event loop each
     duration_s: float = 20.0  # the run stops by itself after this
     heartbeat_s: float = 30.0  # presence heartbeat interval
+    browse_s: float = 0.0  # idle users read deck, profile and history this often (0: never)
     video_codec: VideoCodec = "vp8"  # the codec of the node's rooms (NAPALMSKY_SFU_VIDEO_CODEC)
 
     def to_json(self) -> dict[str, Any]:
@@ -60,6 +61,7 @@ class Scenario:
         need(finite(self.duration_s) and 0 < self.duration_s <= 7 * 86400, "--duration",
              "positive (seconds, at most a week)")
         need(finite(self.heartbeat_s) and self.heartbeat_s > 0, "--heartbeat", "positive")
+        need(finite(self.browse_s) and self.browse_s >= 0, "--browse", "zero or positive")
         need(self.video_codec in ("vp8", "h264"), "--video-codec", "vp8 or h264")
         return self
 

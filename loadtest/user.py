@@ -118,7 +118,7 @@ class LoadUser:
             heartbeat = asyncio.ensure_future(self._heartbeat())
             await self._deck()
             if self.scenario.mode == "idle":
-                await self.stop.wait()
+                await self._browse()
             elif self.role == "caller":
                 await self._caller()
             else:
@@ -194,6 +194,25 @@ class LoadUser:
             return []
         people: list[dict[str, Any]] = page.get("people", [])
         return people
+
+    async def _browse(self) -> None:
+        """Idle: stay connected; with --browse, read what the web client's screens read
+        (deck, my profile, my call history) every `browse_s` seconds, from a random phase."""
+        every = self.scenario.browse_s
+        if every <= 0:
+            await self.stop.wait()
+            return
+        await self._sleep(self.rng.uniform(0, every))
+        while not self.stop.is_set():
+            await self._deck()
+            for route in (f"{PREFIX}/me", f"{PREFIX}/me/calls"):
+                try:
+                    await self.rest.call("GET", route, token=self.token)
+                except WireError as exc:
+                    self.m.error(exc.code, f"GET {route}", exc.message)
+            # Jittered, as people are: fixed intervals would keep in step the users that one
+            # slow moment bunched together, and measure the bunching instead of the node.
+            await self._sleep(every * self.rng.uniform(0.5, 1.5))
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import UpdateBase
 
 from adapters.sql import schema as t
 from adapters.sql.engine import connection_error_reason, describe_location, is_connection_error
@@ -303,6 +304,52 @@ def _violation(error: sa_exc.IntegrityError) -> str:
     return "other"
 
 
+class _WriteTurn:
+    """One transaction's claim on its store's `serial` lock (SQLite), taken at its first write
+    statement and given back once the transaction has committed or rolled back."""
+
+    __slots__ = ("_db", "held")
+
+    def __init__(self, db: _Db) -> None:
+        self._db, self.held = db, False
+
+    async def take(self) -> None:
+        serial = self._db.serial
+        if serial is None or self.held:
+            return
+        self._db.queued += 1
+        try:
+            await serial.acquire()
+        finally:
+            self._db.queued -= 1
+        self.held = True
+
+    def release(self) -> None:
+        if self.held and self._db.serial is not None:
+            self.held = False
+            self._db.serial.release()
+
+
+class _SerialWrites:
+    """An AsyncConnection whose first INSERT, UPDATE or DELETE waits for the write turn.
+
+    Before it the transaction has only read (pysqlite begins SQLite's transaction at the first
+    write), so nothing is held while waiting."""
+
+    __slots__ = ("_conn", "_turn")
+
+    def __init__(self, conn: AsyncConnection, turn: _WriteTurn) -> None:
+        self._conn, self._turn = conn, turn
+
+    async def execute(self, statement: Any, *args: Any, **kwargs: Any) -> Any:
+        if not self._turn.held and isinstance(statement, UpdateBase):
+            await self._turn.take()
+        return await self._conn.execute(statement, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
 class _Db:
     """What every repository shares: the engine, the clock, and the translation of errors."""
 
@@ -314,26 +361,12 @@ class _Db:
         # SQLite takes one writer at a time and answers "database is locked" to a writer that
         # waited its busy timeout. Under load the holder of the lock needs event-loop turns to
         # finish while every other writer waits in its own thread: so this process queues its
-        # transactions here instead, one at a time, and SQLite's busy timeout only covers other
-        # processes (`napalmsky migrate`, `admin create`). PostgreSQL needs no such queue.
+        # writing transactions here, one at a time, from their first write statement to their
+        # commit, and SQLite's busy timeout only covers other processes (`napalmsky migrate`,
+        # `admin create`). Reads run alongside (WAL); PostgreSQL needs no queue at all.
         self.serial: asyncio.Lock | None = (
             asyncio.Lock() if engine.dialect.name == "sqlite" else None)
         self.queued = 0  # transactions waiting for `serial`
-
-    @asynccontextmanager
-    async def _turn(self) -> AsyncIterator[None]:
-        if self.serial is None:
-            yield
-            return
-        self.queued += 1
-        try:
-            await self.serial.acquire()
-        finally:
-            self.queued -= 1
-        try:
-            yield
-        finally:
-            self.serial.release()
 
     def now(self) -> datetime:
         return utcnow(self.clock)
@@ -357,9 +390,14 @@ class _Db:
         foreign-key violation (a delete of a row others refer to) instead of NotFound."""
         if self.closed:
             raise self.unavailable()
+        turn = _WriteTurn(self)
         try:
-            async with self._turn(), self.engine.begin() as conn:
-                yield conn
+            try:
+                async with self.engine.begin() as conn:
+                    yield conn if self.serial is None else cast(
+                        AsyncConnection, _SerialWrites(conn, turn))
+            finally:
+                turn.release()
         except NapalmError:
             raise
         except sa_exc.IntegrityError as error:

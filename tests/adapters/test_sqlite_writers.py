@@ -62,3 +62,33 @@ async def test_writers_wait_their_turn_while_a_transaction_holds_the_lock(
     finally:
         release.set()
         await store.close()
+
+
+async def test_readers_do_not_wait_for_a_writer(tmp_path: Path) -> None:
+    """WAL lets readers run alongside the one writer: a read is answered while a writing
+    transaction holds the write turn (the deck, profiles and history stay fast under writes)."""
+    url = f"sqlite:///{tmp_path / 'napalmsky.db'}"
+    await asyncio.to_thread(upgrade, url)
+    store = SqlStore(create_engine(url), FakeClock())
+    db = store._db
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_writer() -> None:
+        async with db.tx() as conn:
+            await conn.execute(sa.update(users).values(name="held"))
+            holding.set()
+            await release.wait()
+
+    try:
+        first = await store.users.create(NewUser(name="First", gender=Gender.FEMALE,
+                                                 account_type=AccountType.GUEST))
+        holder = asyncio.create_task(slow_writer())
+        await asyncio.wait_for(holding.wait(), 20)
+        found = await asyncio.wait_for(store.users.get(first.user_id), 20)
+        assert found is not None and found.name == "First"  # the committed state
+        assert db.serial is not None and db.serial.locked()  # the writer still holds its turn
+        release.set()
+        await holder
+    finally:
+        release.set()
+        await store.close()

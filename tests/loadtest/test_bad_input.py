@@ -42,6 +42,7 @@ def not_a_node() -> Iterator[str]:
     (["--processes", "0"], "--processes must be between 1 and 256"),
     (["--decline", "0.8", "--expire", "0.5"], "--decline plus --expire must be at most 1"),
     (["--duration", "-1"], "--duration must be positive"),
+    (["--preset", "idle", "--browse", "-5"], "--browse must be zero or positive"),
     (["--users", "many"], "argument --users: invalid int value: 'many'"),
     (["ftp://example.org"], "URL must be http://host[:port]"),
 ])

@@ -55,6 +55,8 @@ def test_smoke_run_connects_calls_and_writes_both_reports(node: str, tmp_path: P
         latency_block_ok(report["http_latency_ms"][route])
     for kind in ("call:invite", "call:accept", "room:message", "room:leave"):
         latency_block_ok(report["ws_ack_latency_ms"][kind])
+    assert report["steady_after_s"] == 4 / 4 + 10  # users / ramp, plus the settling time
+    assert set(report["http_latency_steady_ms"]) == set(report["http_latency_ms"])
 
     media = report["media"]
     for kind, (fps_low, kbps_low) in {"audio": (10, 5), "video": (5, 50)}.items():

@@ -469,3 +469,20 @@ async def test_media_state_only_from_a_participant_and_well_formed(node: Node) -
     with pytest.raises(Rejected) as over:  # after the call: no longer a participant
         await a.request("room:media", roomId=room_id, audio=True, video=True)
     assert over.value.code == "failed_precondition"
+
+
+async def test_no_cooldown_lets_a_pair_call_again_at_once(
+        aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    """NAPALMSKY_COOLDOWN_HOURS=0 (load-test and demo targets): the pair meets again."""
+    node = await make_node(aiohttp_client, tmp_path, {"NAPALMSKY_COOLDOWN_HOURS": "0"})
+    try:
+        a, b = await node.user("Ada"), await node.user("Bo")
+        for _ in range(2):
+            room_id = await start_call(node, a, b)
+            await a.request("room:leave", roomId=room_id)
+            await a.next("call:ended")
+            status, deck = await node.get("/api/v1/deck", a.token)
+            assert status == 200 and b.user_id in [p["id"] for p in deck["people"]]
+    finally:
+        for c in node.clients:
+            await c.close()

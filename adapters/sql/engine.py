@@ -21,6 +21,8 @@ _SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"}
 POSTGRES_CONNECT_TIMEOUT = 10.0
 """Seconds asyncpg waits for a connection before the database counts as unavailable."""
 
+SQLITE_POOL_SIZE = 10  # connections kept open to a SQLite file
+SQLITE_POOL_OVERFLOW = 40  # more opened under load, closed when returned
 SQLITE_BUSY_TIMEOUT = 15.0
 """Seconds a SQLite connection waits for another connection's write lock."""
 
@@ -168,6 +170,11 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
                     f"cannot create the directory of SQLite database {path}: {exc.strerror}"
                 ) from exc
         kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT})
+        # Writers wait for their turn holding a pooled connection (see the store's write
+        # queue), so readers need room beside them: a connection is a thread and a file handle.
+        if path is not None:  # an in-memory database is one shared connection (StaticPool)
+            kwargs.setdefault("pool_size", SQLITE_POOL_SIZE)
+            kwargs.setdefault("max_overflow", SQLITE_POOL_OVERFLOW)
         engine = create_async_engine(normalised, **kwargs)
         event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
         if path is not None:

@@ -411,6 +411,9 @@ class _Db:
             raise InvalidArgument("a value breaks a constraint of the store") from error
         except sa_exc.DataError as error:
             raise InvalidArgument("a value is not valid for the store") from error
+        except sa_exc.TimeoutError as error:  # every pooled connection busy for pool_timeout
+            log.warning("store busy: no database connection free within the pool timeout")
+            raise Unavailable("the store is busy; try again shortly") from error
         except Exception as error:
             if is_connection_error(error):
                 raise self.unavailable(error) from error

@@ -92,3 +92,36 @@ async def test_readers_do_not_wait_for_a_writer(tmp_path: Path) -> None:
     finally:
         release.set()
         await store.close()
+
+
+async def test_no_free_connection_is_unavailable_not_internal(tmp_path: Path) -> None:
+    """Every pooled connection busy past the pool timeout: a clear `unavailable` (503)."""
+    from core.errors import Unavailable
+
+    url = f"sqlite:///{tmp_path / 'napalmsky.db'}"
+    await asyncio.to_thread(upgrade, url)
+    store = SqlStore(create_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.2),
+                     FakeClock())
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with store._db.tx():
+            holding.set()
+            await release.wait()
+
+    try:
+        holder = asyncio.create_task(hold())
+        await asyncio.wait_for(holding.wait(), 20)
+        try:
+            await store.users.get_many([])
+            await store.users.create(NewUser(name="Late", gender=Gender.FEMALE,
+                                             account_type=AccountType.GUEST))
+        except Unavailable as exc:
+            assert "busy" in exc.message
+        else:
+            raise AssertionError("a request got a connection that was not there")
+        release.set()
+        await holder
+    finally:
+        release.set()
+        await store.close()

@@ -239,9 +239,12 @@ class LoadUser:
             sig = await self._online()
             if sig is None:
                 return
-            people = [p for p in await self._deck()
-                      if (i := parse_user_name(str(p.get("name", "")), self.run_id)) is not None
-                      and i % 2 == 1 and p["id"] not in self._met]
+            # The deck already leaves out whom this caller may not meet again (the node's
+            # cooldown); among the rest, someone not met yet comes first.
+            callees = [p for p in await self._deck()
+                       if (i := parse_user_name(str(p.get("name", "")), self.run_id))
+                       is not None and i % 2 == 1]
+            people = [p for p in callees if p["id"] not in self._met] or callees
             if not people:
                 self.m.count("deck_empty")
                 await self._sleep(max(1.0, self.scenario.think_seconds))

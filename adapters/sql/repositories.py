@@ -793,22 +793,7 @@ class SqlCallRepository:
         return None if row is None else _call(row._mapping)
 
     async def active_for_user(self, user_id: UserId) -> Call | None:
-        if not is_uuid(user_id):
-            return None
-        c = t.calls.c
-        async with self._db.tx() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(t.calls)
-                    .where(
-                        c.ended_at.is_(None),
-                        sa.or_(c.caller_id == user_id, c.callee_id == user_id),
-                    )
-                    .order_by(c.started_at.desc(), c.room_id.desc())
-                    .limit(1)
-                )
-            ).first()
-        return None if row is None else _call(row._mapping)
+        return await self._latest_for_user(user_id, ended=False)
 
     async def mark_ended(self, room_id: RoomId, reason: CallEndReason, ended_at: datetime) -> bool:
         value = _enum(CallEndReason, reason, "reason").value
@@ -826,18 +811,21 @@ class SqlCallRepository:
         return result.rowcount == 1
 
     async def last_ended(self, user_id: UserId) -> Call | None:
+        return await self._latest_for_user(user_id, ended=True)
+
+    async def _latest_for_user(self, user_id: UserId, *, ended: bool) -> Call | None:
+        """The user's newest unfinished call (by start), or newest finished one (by end)."""
         if not is_uuid(user_id):
             return None
         c = t.calls.c
+        state, newest = ((c.ended_at.is_not(None), c.ended_at) if ended
+                         else (c.ended_at.is_(None), c.started_at))
         async with self._db.tx() as conn:
             row = (
                 await conn.execute(
                     sa.select(t.calls)
-                    .where(
-                        c.ended_at.is_not(None),
-                        sa.or_(c.caller_id == user_id, c.callee_id == user_id),
-                    )
-                    .order_by(c.ended_at.desc(), c.room_id.desc())
+                    .where(state, sa.or_(c.caller_id == user_id, c.callee_id == user_id))
+                    .order_by(newest.desc(), c.room_id.desc())
                     .limit(1)
                 )
             ).first()

@@ -19,7 +19,7 @@ from sfu.events import (
 )
 from sfu.internals import NetworkConfig, SfuCertificate
 from sfu.producer import Producer
-from sfu.stats import Totals, transport_totals
+from sfu.stats import ForwardLatency, Totals, transport_totals
 from sfu.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class Router:
     def __init__(
         self, room_id: str, *, net: NetworkConfig, video_codec: str, clock: Clock,
         emit: Callable[[SfuEvent], None], connect_timeout: float,
-        certificate: SfuCertificate | None = None,
+        certificate: SfuCertificate | None = None, latency: ForwardLatency | None = None,
     ) -> None:
         self.room_id = room_id
         self.net = net
@@ -44,6 +44,7 @@ class Router:
         self.certificate = certificate or SfuCertificate.generateCertificate()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.retired = Totals()  # what closed transports of this room had counted
+        self.latency = latency or ForwardLatency()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `coro` as a task this router owns (cancelled and awaited on close)."""

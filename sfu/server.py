@@ -16,7 +16,7 @@ from core.errors import AlreadyExists, NotFound
 from sfu.events import CloseReason, RoomClosed, SfuEvent
 from sfu.internals import NetworkConfig, SfuCertificate, check_versions
 from sfu.router import Router
-from sfu.stats import Totals
+from sfu.stats import ForwardLatency, Totals
 from sfu.transport import CONNECT_TIMEOUT, Transport
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class SfuServer:
         self._listeners: list[Listener] = []
         self.closed = False
         self._retired = Totals()  # what closed rooms had counted
+        self.latency = ForwardLatency()
         self._certificate = SfuCertificate.generateCertificate()
         self._certificate_at = clock.monotonic()
 
@@ -56,7 +57,7 @@ class SfuServer:
         router = Router(
             room_id, net=self.config.net, video_codec=self.config.video_codec,
             clock=self.clock, emit=self._emit, connect_timeout=self.config.connect_timeout,
-            certificate=self._certificate,
+            certificate=self._certificate, latency=self.latency,
         )
         self.rooms[room_id] = router
         return router

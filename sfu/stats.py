@@ -3,11 +3,12 @@ per-participant snapshot for the operator's room-stats endpoint."""
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -34,6 +35,36 @@ class Totals:
     def add(self, other: Totals) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1)
+LATENCY_SAMPLE_EVERY = 8  # one RTP packet in this many is timed
+
+
+class ForwardLatency:
+    """Server-added forwarding latency of RTP packets, in seconds: from the kernel's receive
+    timestamp of a publisher's datagram (SO_TIMESTAMPNS, so time waiting in the socket buffer
+    while the loop is busy counts) to the moment the last forwarded copy was handed to the
+    kernel. One packet in `LATENCY_SAMPLE_EVERY` is timed; exported as the Prometheus histogram
+    `napalmsky_sfu_forward_latency_seconds` with `LATENCY_BUCKETS` as upper bounds."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative (upper bound, count) pairs as Prometheus histograms give them."""
+        out, running = [], 0
+        for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.counts, strict=True):
+            running += count
+            out.append((bound, running))
+        return out
 
 
 def transport_totals(transport: Transport) -> Totals:
@@ -145,3 +176,10 @@ class SfuCollector(Collector):
             ("srtp_errors", "Datagrams that failed SRTP authentication.", totals.srtp_errors),
         ):
             yield CounterMetricFamily(f"napalmsky_sfu_{name}", help_text, value=value)
+        latency = self.server.latency
+        yield HistogramMetricFamily(
+            "napalmsky_sfu_forward_latency_seconds",
+            "Server-added forwarding latency: kernel receive timestamp to the last copy sent "
+            f"(one RTP packet in {LATENCY_SAMPLE_EVERY} timed).",
+            buckets=latency.buckets(), sum_value=latency.total,
+        )

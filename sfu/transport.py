@@ -40,6 +40,7 @@ from sfu.rtp import (
     iter_rtcp,
 )
 from sfu.sdp import parse as parse_sdp
+from sfu.stats import LATENCY_SAMPLE_EVERY
 from sfu.twcc import TransportCcRecorder, transport_sequence_number
 
 if TYPE_CHECKING:
@@ -97,6 +98,8 @@ class Transport:
         self.malformed_rtcp = 0
         self.stray_datagrams = 0
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self._latency = router.latency
+        self._unsampled = 0  # RTP packets until the next one whose forwarding is timed
 
     # ---- signaling: offer/answer ----
 
@@ -316,6 +319,11 @@ class Transport:
         producer = self.producers.get(route.kind)
         if producer is not None:
             producer.on_rtp(plain, route.rtx, arrival_ms)
+            if self._unsampled:
+                self._unsampled -= 1
+            else:
+                self._unsampled = LATENCY_SAMPLE_EVERY - 1
+                self._latency.observe(time.monotonic() - arrival)
 
     def _send_twcc(self) -> None:
         self._twcc_timer = None

@@ -16,13 +16,14 @@ from core.settings import load_settings
 from loadtest.bot import BLUE, RED, Bot
 from napalmsky.composition import SFU, build_app
 from napalmsky.startup import node_secret
+from sfu.stats import LATENCY_BUCKETS, LATENCY_SAMPLE_EVERY, ForwardLatency
 from sfu.token import mint_join_token
 
 OPERATOR = "o" * 40
 
 
 def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     assert match, f"{name} missing from /metrics"
     return float(match.group(1))
 
@@ -53,6 +54,12 @@ async def test_metrics_and_room_stats(aiohttp_client: AiohttpClient, tmp_path: P
         assert forwarded > 100
         assert metric(text, "napalmsky_sfu_bytes_forwarded_total") > forwarded * 10
         assert "alice" not in text and "room-s" not in text  # no per-user or per-room labels
+        # One packet in LATENCY_SAMPLE_EVERY is timed, from its kernel receive timestamp.
+        timed = metric(text, "napalmsky_sfu_forward_latency_seconds_count")
+        received = metric(text, "napalmsky_sfu_packets_received_total")
+        assert received / LATENCY_SAMPLE_EVERY - 2 <= timed <= received / LATENCY_SAMPLE_EVERY + 2
+        assert metric(text, 'napalmsky_sfu_forward_latency_seconds_bucket{le="+Inf"}') == timed
+        assert 0 < metric(text, "napalmsky_sfu_forward_latency_seconds_sum") < timed * 0.1
 
         auth = {"Authorization": f"Bearer {OPERATOR}"}
         deadline = time.monotonic() + 15
@@ -106,3 +113,16 @@ async def test_room_stats_are_off_without_an_operator_token(
     resp = await client.get("/sfu/rooms/r/stats", headers={"Authorization": "Bearer anything"})
     assert resp.status == 403
     assert (await resp.json())["error"]["code"] == "permission_denied"
+
+
+def test_forward_latency_buckets_are_cumulative() -> None:
+    latency = ForwardLatency()
+    for seconds in (0.00005, 0.0001, 0.0003, 0.004, 7.0):
+        latency.observe(seconds)
+    buckets = dict(latency.buckets())
+    assert buckets["0.0001"] == 2  # an upper bound includes its own value
+    assert buckets["0.0005"] == 3
+    assert buckets["0.005"] == 4
+    assert buckets[str(LATENCY_BUCKETS[-1])] == 4
+    assert buckets["+Inf"] == 5
+    assert abs(latency.total - 7.00445) < 1e-9

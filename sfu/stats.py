@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ class SfuCollector(Collector):
     def __init__(self, server: SfuServer) -> None:
         self.server = server
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         totals = self.server.totals()
         yield GaugeMetricFamily("napalmsky_sfu_rooms", "Rooms on this SFU node.",
                                 value=len(self.server.rooms))

@@ -29,16 +29,17 @@ from sfu.forwarding import (
 from sfu.negotiation import SectionPlan
 from sfu.rtp import (
     TRANSPORT_CC_URI,
+    ExtensionAction,
     ExtensionPlan,
     RtcpSenderReport,
-    abs_send_time_from_ntp,
+    abs_send_time_of,
     compact_ntp,
     is_h264_keyframe,
     is_vp8_keyframe,
-    ntp_time,
-    rewrite,
+    rewrite_into,
     wrap_rtx,
 )
+from sfu.srtp import SEND_VIEW
 
 if TYPE_CHECKING:
     from sfu.producer import Producer
@@ -79,6 +80,7 @@ class Consumer:
         self._cache = PacketCache()
         self._nacks = NackResponder(self._cache)
         self._plan: ExtensionPlan | None = None
+        self._stamps_send_time = False  # abs-send-time gets our send time (RFC 8285 element)
         self._payload_type = 0
         self._rtx_payload_type: int | None = None
         self._rtx_seq = 0
@@ -156,6 +158,8 @@ class Consumer:
                 producer.extensions, section.extensions, mid=section.mid,
                 drop=(TRANSPORT_CC_URI,),
             )
+            self._stamps_send_time = (not self._plan.verbatim and ExtensionAction.ABS_SEND_TIME
+                                      in self._plan.actions)
 
     def forward(self, data: bytes, start: int, end: int) -> None:
         """Send a copy of `data` (payload at data[start:end], as the producer validated it)."""
@@ -190,18 +194,19 @@ class Consumer:
                     del gaps[next(iter(gaps))]  # too old to be filled: stays unsent
             elif step >= 0x8000 and self._gaps.pop(seq, False) is None:
                 self._unsent -= 1  # a late packet (a retransmission) filled a gap
+        abs_send_time = None
+        if self._stamps_send_time:
+            abs_send_time = abs_send_time_of(self.clock.time())
         try:
-            out = rewrite(
-                data, ssrc=self.ssrc, payload_type=self._payload_type,
-                sequence_number=seq, timestamp=ts, plan=self._plan,
-                abs_send_time=abs_send_time_from_ntp(ntp_time(self.clock.time())),
+            length = rewrite_into(
+                SEND_VIEW, data, ssrc=self.ssrc, payload_type=self._payload_type,
+                sequence_number=seq, timestamp=ts, plan=self._plan, abs_send_time=abs_send_time,
             )
         except ValueError:
             self.dropped += 1
             return
-        packet = bytes(out)  # one copy, shared by the NACK cache and the send
-        self._cache.put(seq, packet)
-        if self.transport.send_rtp(packet):
+        self._cache.put(seq, bytes(SEND_VIEW[:length]))  # the plaintext, for NACK answers
+        if self.transport.send_rtp_buffer(length):
             self.counters.on_packet(end - start, ts, now)  # rewriting never changes the payload
 
     def _starts_keyframe(self, payload: bytes) -> bool:

@@ -286,13 +286,17 @@ class IceGeneration:
                 continue
             await self.connection.add_remote_candidate(candidate)
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes | memoryview) -> bool:
         pair = _nominated_pair(self.connection)
         if pair is None or self.closed:
             return False
         # Our DatagramSocket, or aioice's TurnTransport for a relayed pair: both frame and drop
-        # as needed once closed.
-        pair.protocol.transport.sendto(data, pair.remote_addr)
+        # as needed once closed. `data` may be a view of a reused buffer (sfu.srtp): only our
+        # socket sends it at once, so anything else gets its own copy.
+        transport = pair.protocol.transport
+        if type(transport) is not DatagramSocket:
+            data = bytes(data)
+        transport.sendto(data, pair.remote_addr)
         return True
 
     @property
@@ -425,7 +429,7 @@ class IceAgent:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes | memoryview) -> bool:
         """Send a datagram on the selected pair; False (dropped) when there is none yet."""
         current = self.current
         return current.send(data) if current is not None else False

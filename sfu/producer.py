@@ -21,9 +21,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aiortc.rate import RemoteBitrateEstimator
-
 from core.clock import Clock
+from sfu.bwe import SendTimeGroups
 from sfu.events import CloseReason
 from sfu.forwarding import BitrateMeter, KeyframeRequestThrottle, NackGenerator, StreamStats
 from sfu.negotiation import SectionPlan
@@ -32,7 +31,7 @@ from sfu.rtp import (
     RtcpNack,
     RtcpPli,
     RtcpReportBlock,
-    header_extensions,
+    abs_send_time,
     is_h264_keyframe,
     is_vp8_keyframe,
     payload_bounds,
@@ -79,7 +78,6 @@ class Producer:
         self.nacks_sent = 0
         self.sources = 0  # sources seen (1 + restarts)
         self.meter = BitrateMeter()
-        self.estimate: int | None = None  # our own bandwidth estimate of the publisher's uplink
         self.sender_report: SenderReportInfo | None = None
         self.closed = False
         self.close_reason: CloseReason | None = None
@@ -91,7 +89,7 @@ class Producer:
         self._deferred_since = 0.0
         self._keyframe_at: float | None = None  # when the last keyframe start arrived
         self.nacks: NackGenerator | None = None
-        self._estimator: RemoteBitrateEstimator | None = None
+        self._estimator: SendTimeGroups | None = None
         self.update(section)
 
     def update(self, section: SectionPlan) -> None:
@@ -109,10 +107,9 @@ class Producer:
         self._abs_id = self.extensions.get(ABS_SEND_TIME_URI) if video else None
         self.transport_cc = "transport-cc" in section.feedback
         if self._abs_id is not None and not self.transport_cc and self._estimator is None:
-            self._estimator = RemoteBitrateEstimator()
+            self._estimator = SendTimeGroups()
         elif self.transport_cc:
             self._estimator = None
-            self.estimate = None
 
     def on_rtp(self, data: bytes, rtx: bool, arrival_ms: int) -> None:
         """One decrypted packet from the publisher: account for it, forward it to every consumer."""
@@ -174,8 +171,11 @@ class Producer:
             lost = self.nacks.on_packet(seq, now)
             if lost:
                 self.send_nack(lost)
-        if self._estimator is not None:
-            self._estimate(data, arrival_ms, end - start)
+        estimator = self._estimator
+        if estimator is not None:
+            sent = abs_send_time(data, self._abs_id or 0)
+            if sent is not None:
+                estimator.add(sent, arrival_ms, end - start, self.ssrc or 0)
         if self._deferred is not None and self._is_keyframe(data[start:end]):
             self._keyframe_at = now
         for consumer in tuple(self.consumers):
@@ -207,21 +207,10 @@ class Producer:
             consumer.source_changed(self)
         self.request_keyframe(force=True)
 
-    def _estimate(self, data: bytes, arrival_ms: int, payload_size: int) -> None:
-        assert self._estimator is not None
-        try:
-            elements = header_extensions(data)
-        except ValueError:
-            return
-        for xid, value in elements:
-            if xid == self._abs_id and len(value) == 3:
-                remb = self._estimator.add(
-                    arrival_time_ms=arrival_ms, abs_send_time=int.from_bytes(value, "big"),
-                    payload_size=payload_size, ssrc=self.ssrc or 0,
-                )
-                if remb is not None:
-                    self.estimate = remb[0]
-                return
+    @property
+    def estimate(self) -> int | None:
+        """Our estimate of the publisher's uplink in bits/s (REMB; None with transport-cc)."""
+        return self._estimator.estimate if self._estimator is not None else None
 
     def remb_bitrate(self) -> int | None:
         """What to tell the publisher it may send (bits/s), or None for no REMB at all.

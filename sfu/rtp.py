@@ -38,6 +38,7 @@ RTP_WRONG_VERSION = "RTP packet has wrong version"
 RTP_CSRC_TRUNCATED = "RTP CSRC list is truncated"
 RTP_EXTENSION_TRUNCATED = "RTP header extension is truncated"
 RTP_PADDING_INVALID = "RTP padding is invalid"
+RTP_REWRITE_TOO_LONG = "RTP packet is too long for the buffer once rewritten"
 RTX_TOO_SHORT = "RTX packet is too short"
 RTCP_TOO_SHORT = "RTCP packet is too short"
 RTCP_WRONG_VERSION = "RTCP packet has wrong version"
@@ -202,6 +203,72 @@ def _walk_extensions(
     return elements
 
 
+def find_extension(packet: bytes | bytearray, ext_id: int) -> tuple[int, int] | None:
+    """(offset, length) of the value of header extension element `ext_id` (RFC 8285), or None.
+
+    Reads the one-byte (profile 0xBEDE, ids 1..14) or two-byte (profile 0x100X, ids 1..255)
+    form; stops at the first element with that id. None when the packet has no such element
+    or is malformed (not RTP version 2 with the X bit, truncated CSRC list or extension block,
+    an element running past the block). Never raises, whatever the bytes, and builds nothing
+    but the result: it runs once per received packet.
+    """
+    n = len(packet)
+    if n < 16:  # fixed header + extension header
+        return None
+    b0 = packet[0]
+    if b0 & 0xD0 != 0x90:  # version 2 with the X bit
+        return None
+    at = 12 + (b0 & 0x0F) * 4
+    if at + 4 > n:
+        return None
+    profile = (packet[at] << 8) | packet[at + 1]
+    end = at + 4 + ((packet[at + 2] << 8) | packet[at + 3]) * 4
+    if end > n:
+        return None
+    i = at + 4
+    if profile == ONE_BYTE_PROFILE:
+        if not 1 <= ext_id <= 14:
+            return None
+        while i < end:
+            b = packet[i]
+            xid = b >> 4
+            if xid == 0:  # padding byte (libwebrtc skips it whatever its length bits)
+                i += 1
+                continue
+            if xid == 15:  # reserved: stop processing (RFC 8285 section 4.2)
+                return None
+            length = (b & 0x0F) + 1
+            if xid == ext_id:
+                return (i + 1, length) if i + 1 + length <= end else None
+            i += 1 + length
+        return None
+    if profile & 0xFFF0 == TWO_BYTE_PROFILE:
+        if not 1 <= ext_id <= 255:
+            return None
+        while i < end:
+            xid = packet[i]
+            if xid == 0:  # padding byte
+                i += 1
+                continue
+            if i + 2 > end:
+                return None
+            length = packet[i + 1]
+            if xid == ext_id:
+                return (i + 2, length) if i + 2 + length <= end else None
+            i += 2 + length
+    return None
+
+
+def abs_send_time(packet: bytes | bytearray, ext_id: int) -> int | None:
+    """The 24-bit abs-send-time (6.18 fixed-point seconds) in element `ext_id`, or None when
+    absent or not 3 bytes long (webrtc.org/experiments/rtp-hdrext/abs-send-time)."""
+    found = find_extension(packet, ext_id)
+    if found is None or found[1] != 3:
+        return None
+    i = found[0]
+    return (packet[i] << 16) | (packet[i + 1] << 8) | packet[i + 2]
+
+
 def header_extensions(packet: bytes | bytearray) -> list[tuple[int, bytes]]:
     """The (id, value) header extension elements of an RTP packet, in order."""
     ext_at, header_length, _end = _layout(packet)
@@ -329,7 +396,8 @@ def _remap_extensions(
 
 
 def _patch_in_place(
-    out: bytearray, ext_at: int, end: int, plan: ExtensionPlan, abs_send_time: int | None
+    out: bytearray | memoryview, ext_at: int, end: int, plan: ExtensionPlan,
+    abs_send_time: int | None,
 ) -> bool:
     """Rewrite a one-byte extension block where it lies, when the plan keeps every element
     under its own id at its own length (the common case: both sides negotiated the same ids).
@@ -371,6 +439,44 @@ def _patch_in_place(
 # Forwarding rewrite and RTX
 
 
+def rewrite_into(
+    out: bytearray | memoryview,
+    packet: bytes | bytearray,
+    *,
+    ssrc: int,
+    payload_type: int,
+    sequence_number: int,
+    timestamp: int,
+    plan: ExtensionPlan | None,
+    abs_send_time: int | None = None,
+) -> int:
+    """Write the forwarded copy of `packet` (see `rewrite`) at the start of the writable
+    buffer `out`, which must hold `len(packet)` bytes plus any growth of the extension block
+    (ValueError otherwise); returns its length. The common cases (extension ids kept) cost one
+    copy of the packet and a few byte writes."""
+    ext_at, header_length, _end = _layout(packet)
+    n = len(packet)
+    out[:n] = packet
+    if not (
+        plan is None
+        or not ext_at
+        or plan.verbatim
+        or (abs_send_time is None and plan.verbatim_without_abs_send_time)
+        or _patch_in_place(out, ext_at, header_length, plan, abs_send_time)
+    ):
+        block = _remap_extensions(packet, ext_at, header_length, plan, abs_send_time)
+        rebuilt = bytes(packet[:ext_at]) + block + bytes(packet[header_length:])
+        n = len(rebuilt)
+        if n > len(out):
+            raise ValueError(RTP_REWRITE_TOO_LONG)
+        out[:n] = rebuilt
+        if not block:
+            out[0] &= ~0x10 & 0xFF
+    out[1] = (out[1] & 0x80) | (payload_type & 0x7F)
+    _SEQ_TS_SSRC.pack_into(out, 2, sequence_number, timestamp, ssrc)
+    return n
+
+
 def rewrite(
     packet: bytes | bytearray,
     *,
@@ -388,30 +494,12 @@ def rewrite(
     form; the block and the X bit go away when nothing is left). With `plan=None` or a verbatim
     plan only the 12 fixed bytes change.
     """
-    ext_at, header_length, _end = _layout(packet)
-    if (
-        plan is None
-        or not ext_at
-        or plan.verbatim
-        or (abs_send_time is None and plan.verbatim_without_abs_send_time)
-    ):
-        out = bytearray(packet)
-        out[1] = (out[1] & 0x80) | (payload_type & 0x7F)
-        _SEQ_TS_SSRC.pack_into(out, 2, sequence_number, timestamp, ssrc)
-        return out
-    out = bytearray(packet)
-    if _patch_in_place(out, ext_at, header_length, plan, abs_send_time):
-        out[1] = (out[1] & 0x80) | (payload_type & 0x7F)
-        _SEQ_TS_SSRC.pack_into(out, 2, sequence_number, timestamp, ssrc)
-        return out
-    block = _remap_extensions(packet, ext_at, header_length, plan, abs_send_time)
-    out = bytearray(packet[:ext_at])
-    out += block
-    out += packet[header_length:]
-    if not block:
-        out[0] &= ~0x10 & 0xFF
-    out[1] = (out[1] & 0x80) | (payload_type & 0x7F)
-    _SEQ_TS_SSRC.pack_into(out, 2, sequence_number, timestamp, ssrc)
+    # A remapped block grows by at most one byte per element (two-byte form) and a MID.
+    out = bytearray(2 * len(packet) + 512)
+    n = rewrite_into(out, packet, ssrc=ssrc, payload_type=payload_type,
+                     sequence_number=sequence_number, timestamp=timestamp, plan=plan,
+                     abs_send_time=abs_send_time)
+    del out[n:]
     return out
 
 
@@ -519,6 +607,11 @@ def ntp_time(unix_seconds: float) -> int:
 def abs_send_time_from_ntp(ntp: int) -> int:
     """The 24-bit abs-send-time value (6.18 fixed point seconds) of a 64-bit NTP time."""
     return (ntp >> 14) & 0xFFFFFF
+
+
+def abs_send_time_of(unix_seconds: float) -> int:
+    """`abs_send_time_from_ntp(ntp_time(unix_seconds))` in one step (the per-packet stamp)."""
+    return int((unix_seconds + NTP_EPOCH_OFFSET) * 262144) & 0xFFFFFF
 
 
 def compact_ntp(ntp: int) -> int:

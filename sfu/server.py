@@ -16,6 +16,7 @@ from core.errors import AlreadyExists, NotFound
 from sfu.events import CloseReason, RoomClosed, SfuEvent
 from sfu.internals import NetworkConfig, SfuCertificate, check_versions
 from sfu.router import Router
+from sfu.srtp import check_version as check_srtp_version
 from sfu.stats import ForwardLatency, Totals
 from sfu.transport import CONNECT_TIMEOUT, Transport
 
@@ -35,6 +36,7 @@ class SfuConfig:
 class SfuServer:
     def __init__(self, config: SfuConfig, clock: Clock) -> None:
         check_versions()
+        check_srtp_version()
         self.config = config
         self.clock = clock
         self.rooms: dict[str, Router] = {}

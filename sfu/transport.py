@@ -40,6 +40,7 @@ from sfu.rtp import (
     iter_rtcp,
 )
 from sfu.sdp import parse as parse_sdp
+from sfu.srtp import SrtpSession
 from sfu.stats import LATENCY_SAMPLE_EVERY
 from sfu.twcc import TransportCcRecorder, transport_sequence_number
 
@@ -77,8 +78,8 @@ class Transport:
         self.ice = IceAgent(net, self._on_datagram, self._on_ice_state)
         self.dtls = DtlsSrtp(self.ice, certificate)
         self.dtls.on_statechange(self._on_dtls_state)
-        self._rx: pylibsrtp.Session | None = None
-        self._tx: pylibsrtp.Session | None = None
+        self._rx: SrtpSession | None = None
+        self._tx: SrtpSession | None = None
         self._rtcp_ssrc = _random_ssrc()
         self._cname = secrets.token_hex(8)
         self._session_id = random.randrange(1 << 62)
@@ -219,7 +220,8 @@ class Transport:
         if not ok:
             self.close_soon(CloseReason.DTLS_FAILED)
             return
-        self._rx, self._tx = self.dtls.rx, self.dtls.tx
+        assert self.dtls.rx is not None and self.dtls.tx is not None
+        self._rx, self._tx = SrtpSession(self.dtls.rx), SrtpSession(self.dtls.tx)
         early, self._early = self._early or [], None
         self.connected = True
         if self._timer is not None:
@@ -284,7 +286,7 @@ class Transport:
         else:
             self.stray_datagrams += 1
 
-    def _receive_rtp(self, rx: pylibsrtp.Session, data: bytes, arrival: float) -> None:
+    def _receive_rtp(self, rx: SrtpSession, data: bytes, arrival: float) -> None:
         ssrc = int.from_bytes(data[8:12], "big")
         sources = self.sources
         route = sources.lookup(ssrc)
@@ -305,7 +307,7 @@ class Transport:
             replaced = sources.learn(ssrc, route, now)
             if replaced is not None:
                 try:
-                    rx.remove_stream(replaced)
+                    rx.session.remove_stream(replaced)
                 except pylibsrtp.Error:
                     pass  # never decrypted anything: libsrtp has no state for it
         arrival_ms = int(arrival * 1000)
@@ -334,13 +336,13 @@ class Transport:
         for packet in self._twcc.feedback(int(time.monotonic() * 1_000_000)):
             self.send_rtcp(packet)
 
-    def _receive_rtcp(self, rx: pylibsrtp.Session, data: bytes) -> None:
+    def _receive_rtcp(self, rx: SrtpSession, data: bytes) -> None:
         sender = int.from_bytes(data[4:8], "big")
         if not self.sources.rtcp_allowed(sender):
             self.malformed_rtcp += 1
             return
         try:
-            plain = rx.unprotect_rtcp(data)
+            plain = rx.session.unprotect_rtcp(data)
         except pylibsrtp.Error:
             self.srtp_errors += 1
             return
@@ -395,12 +397,24 @@ class Transport:
     # ---- sending (used by producers and consumers) ----
 
     def send_rtp(self, data: bytes | bytearray) -> bool:
-        """Protect and send one RTP datagram; False when it could not go out (not connected)."""
+        """Protect and send one RTP packet; False when it could not go out (not connected)."""
         tx = self._tx
         if tx is None or self.closed:
             return False
         try:
-            protected = tx.protect(bytes(data))
+            protected = tx.protect(data)
+        except pylibsrtp.Error:
+            return False
+        return self.ice.send(protected)
+
+    def send_rtp_buffer(self, length: int) -> bool:
+        """Protect in place and send the `length`-byte RTP packet a consumer wrote at the start
+        of `sfu.srtp.SEND_VIEW` (the forwarding path: no copy); False when it could not go out."""
+        tx = self._tx
+        if tx is None or self.closed:
+            return False
+        try:
+            protected = tx.protect_in_place(length)
         except pylibsrtp.Error:
             return False
         return self.ice.send(protected)
@@ -411,7 +425,7 @@ class Transport:
         if tx is None or self.closed:
             return False
         try:
-            protected = tx.protect_rtcp(data)
+            protected = tx.session.protect_rtcp(data)
         except pylibsrtp.Error:
             return False
         return self.ice.send(protected)

@@ -38,6 +38,7 @@ from array import array
 from dataclasses import dataclass
 
 from sfu.rtp import TRANSPORT_CC_URI as TRANSPORT_CC_URI
+from sfu.rtp import find_extension
 
 RTCP_RTPFB = 205
 TRANSPORT_CC_FMT = 15
@@ -69,8 +70,6 @@ TWCC_DELTA_RANGE = "transport-cc receive delta is out of range"
 
 _HEADER = struct.Struct("!BBHIIHHI")  # RTCP header, SSRCs, base, count, reference|fb count
 _HEADER_SIZE = _HEADER.size  # 20
-_ONE_BYTE_PROFILE = 0xBEDE
-_TWO_BYTE_PROFILE = 0x1000  # 0x100X, the low 4 bits are "appbits" (RFC 8285 section 4.3)
 
 _RUN_MAX = 0x1FFF  # longest run of one run-length chunk
 _ONE_BIT_MAX = 14  # symbols in a 1-bit status vector
@@ -97,56 +96,13 @@ def transport_sequence_number(packet: bytes | bytearray, ext_id: int) -> int | N
     when the packet is malformed (not RTP version 2, truncated CSRC list or extension block).
     Never raises, whatever the bytes; runs once per received packet, so it builds no objects.
     """
-    n = len(packet)
-    if n < 16:  # fixed header + extension header
+    found = find_extension(packet, ext_id)
+    if found is None:
         return None
-    b0 = packet[0]
-    if b0 & 0xD0 != 0x90:  # version 2 with the X bit
+    at, length = found
+    if length != 2 and length != 4:
         return None
-    at = 12 + (b0 & 0x0F) * 4
-    if at + 4 > n:
-        return None
-    profile = (packet[at] << 8) | packet[at + 1]
-    end = at + 4 + ((packet[at + 2] << 8) | packet[at + 3]) * 4
-    if end > n:
-        return None
-    i = at + 4
-    if profile == _ONE_BYTE_PROFILE:
-        if not 1 <= ext_id <= 14:
-            return None
-        while i < end:
-            b = packet[i]
-            xid = b >> 4
-            if xid == 0:  # padding byte (libwebrtc skips it whatever its length bits)
-                i += 1
-                continue
-            if xid == 15:  # reserved: stop processing (RFC 8285 section 4.2)
-                return None
-            length = (b & 0x0F) + 1
-            if xid == ext_id:
-                if (length == 2 or length == 4) and i + 1 + length <= end:
-                    return (packet[i + 1] << 8) | packet[i + 2]
-                return None
-            i += 1 + length
-        return None
-    if profile & 0xFFF0 == _TWO_BYTE_PROFILE:
-        if not 1 <= ext_id <= 255:
-            return None
-        while i < end:
-            xid = packet[i]
-            if xid == 0:  # padding byte
-                i += 1
-                continue
-            if i + 2 > end:
-                return None
-            length = packet[i + 1]
-            if xid == ext_id:
-                if (length == 2 or length == 4) and i + 2 + length <= end:
-                    return (packet[i + 2] << 8) | packet[i + 3]
-                return None
-            i += 2 + length
-        return None
-    return None
+    return (packet[at] << 8) | packet[at + 1]
 
 
 # --------------------------------------------------------------------------------------------

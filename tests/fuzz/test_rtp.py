@@ -24,6 +24,7 @@ from sfu.rtp import (
     MID_URI,
     ExtensionPlan,
     RtpHeader,
+    abs_send_time,
     header_extensions,
     is_h264_keyframe,
     is_rtcp,
@@ -125,6 +126,8 @@ def test_parsers_raise_only_the_fixed_errors(data: bytes) -> None:
     for xid in (1, 3, 14, 15, 200):
         value = transport_sequence_number(data, xid)
         assert value is None or 0 <= value <= 0xFFFF
+        sent = abs_send_time(data, xid)
+        assert sent is None or 0 <= sent <= 0xFFFFFF
     assert is_rtcp(data) in (True, False)
     assert is_vp8_keyframe(data) in (True, False)
     assert is_h264_keyframe(data) in (True, False)
@@ -198,6 +201,8 @@ def test_transport_sequence_number_agrees_with_the_parser(packet: Rtp, ext_id: i
         found = None
     expected = int.from_bytes(found[:2], "big") if found and len(found) in (2, 4) else None
     assert transport_sequence_number(packet.data, ext_id) == expected
+    expected_sent = int.from_bytes(found, "big") if found and len(found) == 3 else None
+    assert abs_send_time(packet.data, ext_id) == expected_sent
 
 
 @fuzz

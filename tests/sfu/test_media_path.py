@@ -16,6 +16,7 @@ from sfu.events import CloseReason
 from sfu.negotiation import LocalParameters, SectionPlan, negotiate
 from sfu.producer import Producer
 from sfu.rtp import RtcpPli, RtcpSenderReport, ntp_time, parse_rtcp
+from sfu.srtp import SEND_VIEW
 
 DATA = Path(__file__).parent / "data"
 LOCAL = LocalParameters(
@@ -46,6 +47,9 @@ class FakeTransport:
     def send_rtp(self, data: bytes | bytearray) -> bool:
         self.sent.append(bytes(data))
         return True
+
+    def send_rtp_buffer(self, length: int) -> bool:  # what Consumer.forward wrote
+        return self.send_rtp(bytes(SEND_VIEW[:length]))
 
     def send_rtcp(self, data: bytes) -> bool:
         self.rtcp.append(data)

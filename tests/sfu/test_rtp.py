@@ -28,6 +28,7 @@ from sfu.rtp import (
     RtcpSenderReport,
     RtpHeader,
     abs_send_time_from_ntp,
+    abs_send_time_of,
     compact_ntp,
     header_extensions,
     is_h264_keyframe,
@@ -509,6 +510,8 @@ def test_ntp_and_abs_send_time() -> None:
     assert abs_send_time_from_ntp((1 << 32) | (1 << 31)) == 0x60000  # 1.5 s in 6.18
     assert abs_send_time_from_ntp((64 << 32) | (1 << 30)) == 0x10000  # 64 s wraps: 0.25 s
     assert compact_ntp(0x0123456789ABCDEF) == 0x456789AB
+    for unix in (0.0, 0.5, 1_700_000_000.25, 1_764_547_200.123456, 2_000_000_000.999):
+        assert abs_send_time_of(unix) == abs_send_time_from_ntp(ntp_time(unix))
 
 
 # --------------------------------------------------------------------------------------------

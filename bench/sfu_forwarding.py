@@ -135,10 +135,10 @@ class LatencyProbe:
     def _hook_consumer(self, consumer: Consumer) -> None:
         forward = consumer.forward
 
-        def timed_forward(data: bytes, start: int, end: int) -> None:
+        def timed_forward(data: bytes, start: int, end: int, now: float) -> None:
             key = data[2:4] + data[8:12]
             before = consumer.packets
-            forward(data, start, end)
+            forward(data, start, end, now)
             stamp = self._new.pop(key, None)
             if stamp is None:
                 stamp = self._old.pop(key, None)

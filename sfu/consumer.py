@@ -161,8 +161,9 @@ class Consumer:
             self._stamps_send_time = (not self._plan.verbatim and ExtensionAction.ABS_SEND_TIME
                                       in self._plan.actions)
 
-    def forward(self, data: bytes, start: int, end: int) -> None:
-        """Send a copy of `data` (payload at data[start:end], as the producer validated it)."""
+    def forward(self, data: bytes, start: int, end: int, now: float) -> None:
+        """Send a copy of `data` (payload at data[start:end], as the producer validated it),
+        received at `now` (the clock's monotonic seconds)."""
         if self.section is None or self.closed or not self.transport.connected:
             # Not connected yet: what we sent now would be lost, a keyframe above all. The
             # transport asks for a keyframe when it connects.
@@ -176,7 +177,6 @@ class Consumer:
                 return
             self._awaiting_keyframe = False
         in_seq, in_ts = _SEQ_TS.unpack_from(data, 2)
-        now = self.clock.monotonic()
         last_seq = self._rewriter.last_sequence_number
         mapped = self._rewriter.map(in_seq, in_ts, now)
         if mapped is None:

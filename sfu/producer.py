@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.clock import Clock
-from sfu.bwe import SendTimeGroups
+from sfu.bwe import FrameGroups
 from sfu.events import CloseReason
 from sfu.forwarding import BitrateMeter, KeyframeRequestThrottle, NackGenerator, StreamStats
 from sfu.negotiation import SectionPlan
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SEQ_TS_SSRC = struct.Struct("!HII")
+_TS = struct.Struct("!I")
 REMB_FLOOR = 30_000
 REMB_LIFT = 100_000_000  # bits/s: "no limit from us", sent after a cap is lifted
 REMB_LIFT_ROUNDS = 3  # RTCP rounds the lifting REMB is repeated (one may be lost)
@@ -89,7 +90,7 @@ class Producer:
         self._deferred_since = 0.0
         self._keyframe_at: float | None = None  # when the last keyframe start arrived
         self.nacks: NackGenerator | None = None
-        self._estimator: SendTimeGroups | None = None
+        self._estimator: FrameGroups | None = None
         self.update(section)
 
     def update(self, section: SectionPlan) -> None:
@@ -107,7 +108,7 @@ class Producer:
         self._abs_id = self.extensions.get(ABS_SEND_TIME_URI) if video else None
         self.transport_cc = "transport-cc" in section.feedback
         if self._abs_id is not None and not self.transport_cc and self._estimator is None:
-            self._estimator = SendTimeGroups()
+            self._estimator = FrameGroups()
         elif self.transport_cc:
             self._estimator = None
 
@@ -175,11 +176,12 @@ class Producer:
         if estimator is not None:
             sent = abs_send_time(data, self._abs_id or 0)
             if sent is not None:
-                estimator.add(sent, arrival_ms, end - start, self.ssrc or 0)
+                estimator.add(_TS.unpack_from(data, 4)[0], sent, arrival_ms, end - start,
+                              self.ssrc or 0)
         if self._deferred is not None and self._is_keyframe(data[start:end]):
             self._keyframe_at = now
         for consumer in tuple(self.consumers):
-            consumer.forward(data, start, end)
+            consumer.forward(data, start, end, now)
 
     def _new_source(self, ssrc: int) -> None:
         first = self.ssrc is None

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import secrets
+import struct
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 30.0
 RTCP_INTERVAL = 1.0  # seconds between report rounds (randomised 0.5x..1.5x, RFC 3550 6.2)
 TWCC_INTERVAL = 0.05  # seconds between transport-cc feedback packets while media arrives
+_SSRC = struct.Struct("!I")
 EARLY_DATAGRAMS = 512  # SRTP datagrams kept while our side of the DTLS handshake finishes
 
 
@@ -242,6 +244,17 @@ class Transport:
 
     def _on_datagram(self, data: bytes, arrival: float,
                      source: tuple[str, int] | None = None) -> None:
+        rx = self._rx
+        if rx is not None and len(data) >= 12 and 127 < data[0] < 192 and not (
+                192 <= data[1] <= 223):
+            # SRTP once the keys are ready (RFC 7983 first byte, RFC 5761 second byte): the
+            # forwarding path, with nothing in between.
+            try:
+                self._receive_rtp(rx, data, arrival)
+            except Exception:
+                self.stray_datagrams += 1
+                log.exception("datagram handling failed for %s", self.user_id)
+            return
         if source is not None and data and 19 < data[0] < 64:
             # DTLS only from the selected pair's address: a stranger who learned our port
             # must not feed the handshake (SRTP needs no such check: it is authenticated).
@@ -287,13 +300,12 @@ class Transport:
             self.stray_datagrams += 1
 
     def _receive_rtp(self, rx: SrtpSession, data: bytes, arrival: float) -> None:
-        ssrc = int.from_bytes(data[8:12], "big")
+        ssrc = _SSRC.unpack_from(data, 8)[0]
         sources = self.sources
         route = sources.lookup(ssrc)
-        now = self.clock.monotonic()
         tentative: Route | None = None
         if route is None:
-            tentative = sources.classify(data, ssrc, now)
+            tentative = sources.classify(data, ssrc, self.clock.monotonic())
             if tentative is None:
                 return
         try:
@@ -304,7 +316,7 @@ class Transport:
         if route is None:
             assert tentative is not None
             route = tentative
-            replaced = sources.learn(ssrc, route, now)
+            replaced = sources.learn(ssrc, route, self.clock.monotonic())
             if replaced is not None:
                 try:
                     rx.session.remove_stream(replaced)

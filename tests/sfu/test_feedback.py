@@ -53,13 +53,14 @@ def lossy(original: RtpHandler, payload_type: int, every: int, dropped: list[int
     return handler
 
 
-def lossy_datagrams(original: Callable[[bytes, float], None], payload_type: int, every: int,
-                    dropped: list[int]) -> Callable[[bytes, float], None]:
-    """Drop the first copy of every `every`-th SRTP datagram of `payload_type`."""
+def lossy_datagrams(original: Callable[[Any, bytes, float], None], payload_type: int,
+                    every: int, dropped: list[int]) -> Callable[[Any, bytes, float], None]:
+    """Drop the first copy of every `every`-th SRTP datagram of `payload_type` (a wrapper of
+    `Transport._receive_rtp`)."""
     seen: set[int] = set()
     count = 0
 
-    def handler(data: bytes, arrival: float) -> None:
+    def handler(rx: Any, data: bytes, arrival: float) -> None:
         nonlocal count
         if len(data) >= 12 and 128 <= data[0] < 192 and data[1] & 0x7F == payload_type:
             seq = struct.unpack_from("!H", data, 2)[0]
@@ -69,7 +70,7 @@ def lossy_datagrams(original: Callable[[bytes, float], None], payload_type: int,
                 if count % every == 0 and len(dropped) < 40:
                     dropped.append(seq)
                     return
-        original(data, arrival)
+        original(rx, data, arrival)
 
     return handler
 
@@ -132,8 +133,8 @@ async def test_upstream_loss_is_nacked_to_the_publisher(sfu: SfuHarness) -> None
     producer = alice_t.producers["video"]
     dropped: list[int] = []
     # Lose packets on the way in: the RTP header is readable before decryption.
-    alice_t._handle_datagram = lossy_datagrams(  # type: ignore[method-assign]
-        alice_t._handle_datagram, producer.payload_type, 8, dropped)
+    alice_t._receive_rtp = lossy_datagrams(  # type: ignore[method-assign]
+        alice_t._receive_rtp, producer.payload_type, 8, dropped)
     await wait_for(lambda: len(dropped) >= 10 and producer.rtx_received >= 10)
     assert producer.nacks_sent >= 1
     assert producer.nacks is not None and producer.nacks.recovered >= 10

@@ -246,21 +246,21 @@ async def test_a_constrained_uplink_adapts_and_recovers(chromium_sfu: ChromiumSf
     await wait_stats(a, lambda s: (s["outbound"]["video"]["target"] or 0) >= 700_000,
                      timeout=30)
     transport = h.server.rooms["r"].transports["a"]
-    original = transport._handle_datagram
+    original = transport._receive_rtp
     bucket = {"tokens": 0.0, "at": time.monotonic(), "on": True}
     rate = 250_000 / 8
 
-    def bottleneck(data: bytes, arrival: float) -> None:
-        if bucket["on"] and len(data) > 12 and 127 < data[0] < 192 and not 191 < data[1] < 224:
+    def bottleneck(rx: Any, data: bytes, arrival: float) -> None:
+        if bucket["on"]:  # SRTP (not SRTCP) from the browser
             now = time.monotonic()
             bucket["tokens"] = min(rate * 0.1, bucket["tokens"] + (now - bucket["at"]) * rate)
             bucket["at"] = now
             if bucket["tokens"] < len(data):
                 return  # the router's queue is full: the packet is lost
             bucket["tokens"] -= len(data)
-        original(data, arrival)
+        original(rx, data, arrival)
 
-    transport._handle_datagram = bottleneck  # type: ignore[method-assign]
+    transport._receive_rtp = bottleneck  # type: ignore[method-assign]
     low = await wait_stats(a, lambda s: (s["outbound"]["video"]["target"] or 1e9) <= 400_000,
                            timeout=30)
     assert low["outbound"]["video"]["limitation"] in ("bandwidth", "none")

@@ -121,10 +121,15 @@ class DatagramSocket(SocketTransport):
     def __init__(self, sock: socket.socket, protocol: StunProtocol,
                  handler: DatagramHandler) -> None:
         super().__init__(sock, protocol)
+        self._stun_protocol = protocol
         # No routes: every datagram that is not STUN goes to the connection's handler.
-        self._reader = UdpReader(sock, protocol.datagram_received, {}, handler)
+        self._reader = UdpReader(sock, self._stun, {}, handler)
         self._reader.attach(asyncio.get_running_loop())
         protocol.connection_made(self)
+
+    def _stun(self, data: bytes, addr: tuple[str, int]) -> None:
+        # looked up per datagram: a test may replace it on the instance
+        self._stun_protocol.datagram_received(data, addr)
 
     def _release(self) -> None:
         self._reader.detach()

@@ -22,7 +22,9 @@ connection's datagram handler. Datagrams are demultiplexed like this:
 
 A session's addresses are also learned when aioice nominates a pair on it (`learn`), which
 covers a remote ICE-lite agent (it sends no checks). Closing a session removes its ufrag and
-every address that maps to it.
+every address that maps to it; those addresses pass to another live session of the same
+connection if it has one (the two sessions of an ICE restart share a handler), so a restart
+from the same address never leaves the connection's media without a route.
 
 aioice internals used here (pinned with sfu/internals.py, tested by
 tests/sfu/test_internals.py): `StunProtocol.transactions` (transaction id -> Transaction),
@@ -116,6 +118,9 @@ class UdpMux:
                 sock.close()
             raise
         self._sessions: dict[str, MuxSession] = {}  # local ufrag -> session
+        # a connection's sessions (its handler's), oldest first: an ICE restart's beside the
+        # current one
+        self._families: dict[DatagramHandler, list[MuxSession]] = {}
         self._by_address: dict[Address, MuxSession] = {}
         self._handlers: dict[Address, DatagramHandler] = {}  # the media path's one lookup
         self._readers = [UdpReader(sock, functools.partial(self._on_stun, index),
@@ -142,6 +147,7 @@ class UdpMux:
             reader.attach(loop)
         session = MuxSession(self, ufrag, pwd, handler)
         self._sessions[ufrag] = session
+        self._families.setdefault(handler, []).append(session)
         return session
 
     def learn(self, addr: Address, session: MuxSession) -> None:
@@ -162,10 +168,21 @@ class UdpMux:
             self._drop_address(oldest)
 
     def forget(self, session: MuxSession) -> None:
+        """Remove `session`: its ufrag, and its addresses, which pass to the newest other
+        session of the same connection if there is one (an ICE restart from the same address:
+        a late request to the old ufrag may have moved it back), else are dropped."""
         if self._sessions.get(session.ufrag) is session:
             del self._sessions[session.ufrag]
+        family = self._families.get(session.handler, [])
+        if session in family:
+            family.remove(session)
+        if not family:
+            self._families.pop(session.handler, None)
+        heir = family[-1] if family else None
         for addr in list(session.addresses):
             self._drop_address(addr)
+            if heir is not None:
+                self.learn(addr, heir)
 
     def _drop_address(self, addr: Address) -> None:
         session = self._by_address.pop(addr, None)

@@ -231,3 +231,31 @@ async def test_the_server_binds_at_once_and_closes_the_shared_socket() -> None:
     assert list(udp_sockets_of_this_process().values()).count(port) == 1
     await server.close()
     assert port not in udp_sockets_of_this_process().values()
+
+
+async def test_a_restart_from_the_same_address_keeps_the_route(mux: UdpMux) -> None:
+    """Two sessions of one connection (an ICE restart) from the same client address: a late
+    check on the old ufrag moves the address back to the old session; when the old session
+    closes, the address passes to the new one instead of going dark."""
+    received: list[bytes] = []
+
+    def handler(data: bytes, arrival: float, addr: tuple[str, int] | None) -> None:
+        received.append(data)
+
+    net = NetworkConfig(bind=("127.0.0.1",), shared_port=mux.port)
+    old, new = IceGeneration(net, handler, mux), IceGeneration(net, handler, mux)
+    other = IceGeneration(net, lambda d, t, a: None, mux)  # another connection
+    for generation in (old, new, other):
+        await generation.gather()
+    assert old.mux_session and new.mux_session and other.mux_session
+    client = ("192.0.2.9", 5000)
+    try:
+        new.mux_session.learn(client)
+        old.mux_session.learn(client)  # the old ufrag's consent check came last
+        await old.close()
+        assert mux.session_for(client) is new.mux_session
+        await new.close()  # no session of this connection left: the address goes
+        assert mux.session_for(client) is None and mux.address_count == 0
+    finally:
+        await other.close()
+    assert mux.session_count == 0 and not mux._families

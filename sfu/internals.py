@@ -200,8 +200,10 @@ class IceGeneration:
 
     def __init__(self, net: NetworkConfig, on_datagram: DatagramHandler,
                  mux: UdpMux | None = None) -> None:
-        self.connection = Connection(ice_controlling=False, components=1,
-                                     **connection_kwargs(list(net.ice_servers)))
+        kwargs = connection_kwargs(list(net.ice_servers))
+        if mux is not None:
+            kwargs["local_username"] = mux.new_ufrag()  # the shared port's key: unique
+        self.connection = Connection(ice_controlling=False, components=1, **kwargs)
         self.on_datagram = on_datagram
         self.mux = mux
         self.mux_session: MuxSession | None = None  # on the shared port: our registration

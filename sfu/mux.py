@@ -38,7 +38,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import secrets
 import socket
+import string
 from collections.abc import Sequence
 
 from aioice import stun
@@ -50,6 +52,8 @@ from sfu.udp import Address, DatagramHandler, SocketTransport, UdpReader
 log = logging.getLogger(__name__)
 
 MAX_ADDRESSES = 8  # remote addresses one session keeps; the oldest goes beyond
+UFRAG_LENGTH = 8  # characters of a local ufrag on the shared port (aioice's own has 4)
+_ICE_CHARS = string.ascii_letters + string.digits  # ice-char (RFC 8839 section 5.4), less +/
 
 
 class MuxSession:
@@ -134,6 +138,14 @@ class UdpMux:
         self.unmatched_stun = 0  # STUN responses/indications nobody waits for, malformed STUN
 
     # ---- sessions ----
+
+    def new_ufrag(self) -> str:
+        """A local ufrag no session has: every session of the process shares the port, so the
+        ufrag is their key (aioice's 4 random characters would collide among thousands)."""
+        while True:
+            ufrag = "".join(secrets.choice(_ICE_CHARS) for _ in range(UFRAG_LENGTH))
+            if ufrag not in self._sessions:
+                return ufrag
 
     def register(self, ufrag: str, pwd: str, handler: DatagramHandler) -> MuxSession:
         """A new ICE session with local credentials `ufrag`/`pwd` whose non-STUN datagrams go to
@@ -262,4 +274,4 @@ class UdpMux:
             sock.close()
 
 
-__all__ = ["MAX_ADDRESSES", "MuxSession", "MuxView", "UdpMux"]
+__all__ = ["MAX_ADDRESSES", "UFRAG_LENGTH", "MuxSession", "MuxView", "UdpMux"]

@@ -3,6 +3,7 @@ what it drops, and that a closed session leaves nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
@@ -10,14 +11,21 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient
 from aioice import stun
+from pytest_aiohttp import AiohttpClient
 
+from adapters.sql.migrate import upgrade
 from core.clock import SystemClock
 from core.errors import Unavailable
-from loadtest.bot import BLUE, RED, Colour
+from core.settings import load_settings
+from loadtest.bot import BLUE, RED, Bot, Colour
+from napalmsky.composition import SFU, build_app
+from napalmsky.startup import node_secret
 from sfu.internals import IceGeneration, NetworkConfig
-from sfu.mux import MAX_ADDRESSES, MuxView, UdpMux
+from sfu.mux import MAX_ADDRESSES, UFRAG_LENGTH, MuxView, UdpMux
 from sfu.server import SfuConfig, SfuServer
+from sfu.token import mint_join_token
 from tests.sfu.conftest import SfuHarness, free_udp_port, wait_for
 from tests.sfu.test_call import close_to
 
@@ -259,3 +267,51 @@ async def test_a_restart_from_the_same_address_keeps_the_route(mux: UdpMux) -> N
     finally:
         await other.close()
     assert mux.session_count == 0 and not mux._families
+
+
+async def test_ufrags_on_the_shared_port_are_long_and_unique(mux: UdpMux) -> None:
+    net = NetworkConfig(bind=("127.0.0.1",), shared_port=mux.port)
+    generations = [IceGeneration(net, lambda d, t, a: None, mux) for _ in range(3)]
+    for generation in generations:
+        await generation.gather()
+    try:
+        ufrags = {g.local_ufrag for g in generations}
+        assert len(ufrags) == 3 and all(len(u) == UFRAG_LENGTH for u in ufrags)
+        with pytest.raises(ValueError, match="already registered"):
+            mux.register(generations[0].local_ufrag, "x" * 22, lambda d, t, a: None)
+    finally:
+        for generation in generations:
+            await generation.close()
+
+
+async def test_a_node_configured_with_one_port(aiohttp_client: AiohttpClient,
+                                               tmp_path: Path) -> None:
+    """NAPALMSKY_RTC_PORT through the composition root: the node's SFU binds the port, carries
+    a call on it, and /metrics counts what the port dropped."""
+    port = free_udp_port()
+    settings = load_settings({"NAPALMSKY_DATA_DIR": str(tmp_path),
+                              "NAPALMSKY_RTC_BIND": "127.0.0.1",
+                              "NAPALMSKY_RTC_PORT": str(port)})
+    await asyncio.to_thread(upgrade, settings.database_url)
+    client: TestClient = await aiohttp_client(build_app(settings))
+    sfu = client.app[SFU]
+    assert sfu.mux is not None and sfu.mux.port == port
+    sfu.create_room("room-p")
+    url = str(client.make_url("/sfu/ws"))
+    secret = node_secret(settings)
+    bots = [Bot(url, mint_join_token(secret, "room-p", u, SystemClock()), colour=c)
+            for u, c in (("alice", RED), ("bob", BLUE))]
+    try:
+        for bot in bots:
+            await bot.join()
+        await wait_for(lambda: all(b.received.video_frames >= 10 for b in bots))
+        assert close_to(bots[0].received.last_colour, BLUE)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
+            stranger.sendto(b"\x80\x60" + bytes(20), ("127.0.0.1", port))
+        await wait_for(lambda: sfu.mux is not None and sfu.mux.stray_datagrams == 1)
+        text = await (await client.get("/metrics")).text()
+        assert 'napalmsky_sfu_shared_port_dropped_total{reason="stray"} 1.0' in text
+        assert 'napalmsky_sfu_shared_port_dropped_total{reason="unauthenticated"} 0.0' in text
+    finally:
+        for bot in bots:
+            await bot.close()

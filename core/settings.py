@@ -67,6 +67,7 @@ class Settings:
     rtc_announce: tuple[str, ...]
     rtc_port_min: int
     rtc_port_max: int
+    rtc_port: int
     sfu_video_codec: str
     sfu_ice_servers: tuple[str, ...]
     sfu_turn_username: str | None
@@ -359,6 +360,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Lowest UDP port of the SFU's media sockets (0 with the max: any free port)."),
     Setting("rtc_port_max", "NAPALMSKY_RTC_PORT_MAX", _port_or_zero, "0",
             "Highest UDP port of the SFU's media sockets."),
+    Setting("rtc_port", "NAPALMSKY_RTC_PORT", _port_or_zero, "0",
+            "One fixed UDP port shared by all of this process's media connections (one socket "
+            "per bind address, demultiplexed by ICE username and remote address), instead of a "
+            "socket per connection from NAPALMSKY_RTC_PORT_MIN-MAX; 0: off. Open one UDP port "
+            "per worker in the firewall."),
     Setting("sfu_video_codec", "NAPALMSKY_SFU_VIDEO_CODEC", _video_codec, "vp8",
             "Video codec every room negotiates: `vp8` or `h264` (audio is always Opus)."),
     Setting("sfu_ice_servers", "NAPALMSKY_SFU_ICE_SERVERS", _ice_urls, "",
@@ -503,6 +509,11 @@ def load_settings(env: Mapping[str, str], *, hostname: str = "localhost") -> Set
     ):
         raise SettingsError(
             "NAPALMSKY_RTC_PORT_MIN and NAPALMSKY_RTC_PORT_MAX: set both, min <= max"
+        )
+    if values["rtc_port"] and values["rtc_port_min"]:
+        raise SettingsError(
+            "NAPALMSKY_RTC_PORT: set either it (one shared port) or NAPALMSKY_RTC_PORT_MIN/MAX "
+            "(a port per connection), not both"
         )
     if not (values["call_min_seconds"] <= values["call_default_seconds"]
             <= values["call_max_seconds"]):

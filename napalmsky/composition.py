@@ -111,8 +111,15 @@ def make_sfu(settings: Settings, clock: Clock) -> SfuServer:
         announce=settings.rtc_announce,
         port_min=settings.rtc_port_min,
         port_max=settings.rtc_port_max,
+        shared_port=settings.rtc_port,
         ice_servers=ice_servers,
     )
+    if net.shared_port:
+        log.info("SFU media: one UDP port (%d) per bind address, shared by every connection",
+                 net.shared_port)
+    else:
+        log.info("SFU media: a UDP socket per connection (ports %s)",
+                 f"{net.port_min}-{net.port_max}" if net.port_min else "any free")
     return SfuServer(SfuConfig(net=net, video_codec=settings.sfu_video_codec), clock)
 
 

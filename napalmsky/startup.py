@@ -25,7 +25,8 @@ SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name, not a secret
 HTTP_BACKLOG = 512  # pending TCP connections, as aiohttp's own default (128) is short for bursts
 
 
-FDS_PER_CONNECTION = 1  # a /ws socket; a call participant holds one more (its UDP socket)
+FDS_PER_CONNECTION = 1  # a /ws socket; a call participant holds one more (its UDP socket,
+# unless NAPALMSKY_RTC_PORT shares one)
 FD_LIMIT_WARNING = 4096  # below this many descriptors a node holds only a few thousand sockets
 
 
@@ -148,17 +149,28 @@ def bind_http(settings: Settings) -> socket.socket:
 
 
 def check_media_ports(settings: Settings) -> None:
-    """On an SFU node, each media bind address takes a UDP socket in the configured range."""
-    from sfu.ports import bind_udp_in_range
+    """On an SFU node, each media bind address takes a UDP socket in the configured range, or,
+    with one shared port (NAPALMSKY_RTC_PORT), on exactly that port."""
+    from sfu.ports import bind_udp_in_range, bind_udp_port
 
     if Role.SFU not in settings.roles:
         return
-    low, high = settings.rtc_port_min, settings.rtc_port_max
-    span = f"UDP ports {low}-{high}" if low else "a UDP port"
+    low, high, shared = settings.rtc_port_min, settings.rtc_port_max, settings.rtc_port
+    if shared:
+        span = f"UDP port {shared}"
+    else:
+        span = f"UDP ports {low}-{high}" if low else "a UDP port"
     for address in settings.rtc_bind or ("0.0.0.0",):  # noqa: S104 - aioice's default binds all
         try:
-            bind_udp_in_range(address, low, high).close()
-        except Unavailable:
+            if shared:
+                bind_udp_port(address, shared).close()
+            else:
+                bind_udp_in_range(address, low, high).close()
+        except Unavailable as exc:
+            if shared:
+                raise StartupError(
+                    f"{exc} for media: stop the process holding it (each worker needs a port "
+                    "of its own), or choose another with NAPALMSKY_RTC_PORT") from None
             raise StartupError(
                 f"no free UDP port on {address} in {low}-{high} for media: free some, or widen "
                 "NAPALMSKY_RTC_PORT_MIN/NAPALMSKY_RTC_PORT_MAX") from None

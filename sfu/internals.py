@@ -8,13 +8,20 @@ keys (aiortc `RTCDtlsTransport`). The seams:
   UDP port range, announced public addresses) through `_protocols`, `_local_candidates`,
   `_local_candidates_start/_end`, `StunProtocol.local_candidate`; `get_component_candidates`
   is called with no host address for TURN relay candidates. Our sockets are read by
-  `DatagramSocket` (recvmsg with kernel receive timestamps), which hands STUN to aioice's
-  `StunProtocol.datagram_received` and everything else straight to the SFU; it stands in for
-  asyncio's datagram transport (`StunProtocol.transport`). Datagrams relayed by TURN arrive
+  `sfu.udp.UdpReader` (recvmsg with kernel receive timestamps), which hands STUN to aioice's
+  `StunProtocol.datagram_received` and everything else straight to the SFU. A connection's own
+  socket (`DatagramSocket`, port range mode) stands in for asyncio's datagram transport
+  (`StunProtocol.transport`, `connection_made`, `connection_lost`). With one shared port
+  (`NetworkConfig.shared_port`), sfu/mux.py's `UdpMux` owns the sockets and each ICE session
+  gets a StunProtocol per shared socket whose transport is a `MuxView`; the mux routes STUN
+  requests by our ufrag after checking MESSAGE-INTEGRITY (`aioice.stun.parse_message`,
+  `Message.check_message_integrity`), responses by address or by the transaction ids in
+  `StunProtocol.transactions`, and media by remote address. Datagrams relayed by TURN arrive
   through `Connection.data_received`, replaced per instance so they never queue in aioice.
   We send on the nominated pair (`_nominated[1]`, `CandidatePair.protocol/remote_addr`). An
   ICE restart (new ufrag/pwd in a re-offer, RFC 8445 section 9) is a new `Connection` with new
-  credentials and sockets; media keeps flowing on the old pair until the new one is nominated.
+  credentials and sockets (or a new session on the shared ones); media keeps flowing on the
+  old pair until the new one is nominated.
 - aiortc `RTCDtlsTransport`: runs the handshake over `IceShim` (its `_recv`, `_send`, `role`),
   with `SfuCertificate` whose `_create_ssl_context` offers ECDHE suites for both ECDSA and RSA
   certificates (aiortc's own offers ECDSA only, so a browser with an RSA certificate fails);
@@ -34,7 +41,6 @@ import contextlib
 import logging
 import secrets
 import socket
-import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,7 +62,9 @@ from aiortc.rtcdtlstransport import (
 from aiortc.rtcicetransport import connection_kwargs
 from OpenSSL import SSL
 
+from sfu.mux import MuxSession, UdpMux
 from sfu.ports import bind_udp_in_range
+from sfu.udp import DatagramHandler, SocketTransport, UdpReader
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +101,7 @@ class NetworkConfig:
     announce: tuple[str, ...] = ()
     port_min: int = 0
     port_max: int = 0
+    shared_port: int = 0  # one UDP port for every connection (UdpMux); 0: a socket each
     ice_servers: tuple[RTCIceServer, ...] = ()
 
 
@@ -100,134 +109,74 @@ class NetworkConfig:
 # Sockets and candidates
 
 
-_SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", None)
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", None)
-_TIMESPEC = struct.Struct("@qq")  # struct timespec on Linux: seconds, nanoseconds
-READ_BATCH = 64  # datagrams read per wake-up before the loop gets a turn
+class DatagramSocket(SocketTransport):
+    """One connection's own UDP socket (the port-range mode), read by `sfu.udp.UdpReader`
+    (recvmsg with kernel receive timestamps; no aioice in the media path).
 
-
-# (datagram, arrival on the monotonic clock, source address or None when relayed by TURN)
-DatagramHandler = Callable[[bytes, float, "tuple[str, int] | None"], None]
-
-
-class DatagramSocket(asyncio.DatagramTransport):
-    """One UDP socket of the SFU, read with recvmsg (no aioice in the media path).
-
-    Each datagram's arrival time is the kernel's receive timestamp (SO_TIMESTAMPNS), mapped
-    onto time.monotonic(): a busy event loop then delays the handling of a packet but not its
-    timestamp, which is what congestion control feedback reports (transport-cc). STUN
-    (RFC 8489 section 5: the two top bits zero) goes to aioice's StunProtocol; anything else
-    to `handler(data, arrival, addr)`. It stands in for asyncio's datagram transport towards
-    StunProtocol (`sendto`, `close`, `get_extra_info`, `is_closing`).
+    STUN (RFC 8489 section 5: the two top bits zero) goes to aioice's StunProtocol; anything
+    else to `handler(data, arrival, addr)`. It stands in for asyncio's datagram transport
+    towards StunProtocol; closing it closes the socket.
     """
 
     def __init__(self, sock: socket.socket, protocol: StunProtocol,
                  handler: DatagramHandler) -> None:
-        super().__init__()
-        self._sock = sock
-        self._protocol = protocol
-        self._handler = handler
-        self._loop = asyncio.get_running_loop()
-        self._closing = False
-        self._timestamps = False
-        if _SO_TIMESTAMPNS is not None:
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-                self._timestamps = True
-            except OSError:
-                pass
-        self._ancillary = socket.CMSG_SPACE(_TIMESPEC.size) if self._timestamps else 0
-        self._sockname = sock.getsockname()
-        self._loop.add_reader(sock.fileno(), self._read)
+        super().__init__(sock, protocol)
+        self._stun_protocol = protocol
+        # No routes: every datagram that is not STUN goes to the connection's handler.
+        self._reader = UdpReader(sock, self._stun, {}, handler)
+        self._reader.attach(asyncio.get_running_loop())
         protocol.connection_made(self)
 
-    def _read(self) -> None:
-        sock, stun, handler = self._sock, self._protocol, self._handler
-        offset = time.monotonic() - time.time()  # kernel stamps are CLOCK_REALTIME
-        for _ in range(READ_BATCH):
-            try:
-                data, ancillary, _flags, addr = sock.recvmsg(65536, self._ancillary)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # an ICMP error queued on the socket, say
-                log.debug("recvmsg failed: %s", exc)
-                return
-            arrival = 0.0
-            for level, kind, value in ancillary:
-                if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS \
-                        and len(value) >= _TIMESPEC.size:
-                    seconds, nanoseconds = _TIMESPEC.unpack_from(value)
-                    arrival = seconds + nanoseconds / 1e9 + offset
-            if not arrival:
-                arrival = time.monotonic()
-            if data and data[0] < 4:
-                try:
-                    stun.datagram_received(data, addr)  # STUN: aioice's
-                except Exception:  # a malformed message aioice's parser does not expect
-                    log.debug("STUN datagram from %s dropped", addr, exc_info=True)
-            else:
-                handler(data, arrival, (addr[0], addr[1]))
+    def _stun(self, data: bytes, addr: tuple[str, int]) -> None:
+        # looked up per datagram: a test may replace it on the instance
+        self._stun_protocol.datagram_received(data, addr)
 
-    # ---- asyncio.DatagramTransport, as StunProtocol uses it ----
-
-    def sendto(self, data: Any, addr: Any = None) -> None:
-        if self._closing:
-            return
-        try:
-            self._sock.sendto(data, addr)
-        except (BlockingIOError, InterruptedError):
-            pass  # the send buffer is full: UDP drops it
-        except OSError as exc:
-            log.debug("sendto %s failed: %s", addr, exc)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "sockname":
-            return self._sockname
-        if name == "socket":
-            return self._sock
-        return default
-
-    def is_closing(self) -> bool:
-        return self._closing
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._loop.remove_reader(self._sock.fileno())
+    def _release(self) -> None:
+        self._reader.detach()
         self._sock.close()
-        self._loop.call_soon(self._protocol.connection_lost, None)
-
-    def abort(self) -> None:
-        self.close()
 
 
-async def _gather(connection: Connection, net: NetworkConfig,
-                  handler: DatagramHandler) -> None:
-    """aioice's gathering with our bind addresses, port range and announced addresses."""
-    connection._local_candidates_start = True
-    addresses = list(net.bind) or get_host_addresses(
-        use_ipv4=connection._use_ipv4, use_ipv6=connection._use_ipv6
+def _host_candidate(protocol: StunProtocol, host: str, port: int, index: int) -> None:
+    protocol.local_candidate = Candidate(
+        foundation=candidate_foundation("host", "udp", host),
+        component=1,
+        transport="udp",
+        priority=candidate_priority(1, "host", 65535 - index),
+        host=host,
+        port=port,
+        type="host",
     )
-    for index, address in enumerate(addresses):
-        sock = bind_udp_in_range(address, net.port_min, net.port_max)
-        protocol = StunProtocol(connection)
-        try:
-            DatagramSocket(sock, protocol, handler)
-        except BaseException:
-            sock.close()
-            raise
+
+
+async def _gather(connection: Connection, net: NetworkConfig, handler: DatagramHandler,
+                  session: MuxSession | None = None) -> None:
+    """aioice's gathering with our bind addresses, port range and announced addresses: a
+    socket of our own per bind address, or, given the session of a shared port (UdpMux), a
+    StunProtocol on each shared socket."""
+    connection._local_candidates_start = True
+    protocols: list[StunProtocol] = []
+    if session is not None:
+        for index in range(len(session.mux.sockets)):
+            protocol = StunProtocol(connection)
+            session.attach(index, protocol)
+            protocols.append(protocol)
+    else:
+        addresses = list(net.bind) or get_host_addresses(
+            use_ipv4=connection._use_ipv4, use_ipv6=connection._use_ipv6
+        )
+        for address in addresses:
+            sock = bind_udp_in_range(address, net.port_min, net.port_max)
+            protocol = StunProtocol(connection)
+            try:
+                DatagramSocket(sock, protocol, handler)
+            except BaseException:
+                sock.close()
+                raise
+            protocols.append(protocol)
+    for index, protocol in enumerate(protocols):
         bound = protocol.transport.get_extra_info("sockname")
         host = net.announce[index] if index < len(net.announce) else bound[0]
-        protocol.local_candidate = Candidate(
-            foundation=candidate_foundation("host", "udp", host),
-            component=1,
-            transport="udp",
-            priority=candidate_priority(1, "host", 65535 - index),
-            host=host,
-            port=bound[1],
-            type="host",
-        )
+        _host_candidate(protocol, host, bound[1], index)
         connection._protocols.append(protocol)
         connection._local_candidates.append(protocol.local_candidate)
     if connection.turn_server is not None:
@@ -249,10 +198,15 @@ def _nominated_pair(connection: Connection) -> Any:
 class IceGeneration:
     """One ICE session (RFC 8445): local credentials, sockets and candidates, and checks."""
 
-    def __init__(self, net: NetworkConfig, on_datagram: DatagramHandler) -> None:
-        self.connection = Connection(ice_controlling=False, components=1,
-                                     **connection_kwargs(list(net.ice_servers)))
+    def __init__(self, net: NetworkConfig, on_datagram: DatagramHandler,
+                 mux: UdpMux | None = None) -> None:
+        kwargs = connection_kwargs(list(net.ice_servers))
+        if mux is not None:
+            kwargs["local_username"] = mux.new_ufrag()  # the shared port's key: unique
+        self.connection = Connection(ice_controlling=False, components=1, **kwargs)
         self.on_datagram = on_datagram
+        self.mux = mux
+        self.mux_session: MuxSession | None = None  # on the shared port: our registration
         # Datagrams relayed by a TURN server arrive through aioice: never into its queue.
         self.connection.data_received = (  # type: ignore[method-assign]
             lambda data, component: on_datagram(data, time.monotonic(), None)
@@ -263,6 +217,11 @@ class IceGeneration:
         self.deadline: asyncio.TimerHandle | None = None  # an ICE restart's
         self.consent_lost = False
         self.closed = False
+        # The send route, worked out again whenever aioice nominates another pair.
+        self._nominated: dict[int, Any] = self.connection._nominated
+        self._pair: Any = None
+        self._sendto: Callable[[Any, tuple[str, int]], Any] | None = None  # our own socket's
+        self._addr: tuple[str, int] = ("", 0)
 
     @property
     def local_ufrag(self) -> str:
@@ -276,7 +235,19 @@ class IceGeneration:
         return [c.to_sdp() for c in self.connection.local_candidates]
 
     async def gather(self) -> None:
-        await _gather(self.connection, self.net, self.on_datagram)
+        if self.mux is not None:
+            self.mux_session = self.mux.register(self.local_ufrag, self.local_pwd,
+                                                 self.on_datagram)
+        await _gather(self.connection, self.net, self.on_datagram, self.mux_session)
+
+    def learn_nominated(self) -> None:
+        """On the shared port: map the nominated pair's remote address to this session (a
+        remote ICE-lite agent sends no checks that would map it)."""
+        pair = _nominated_pair(self.connection)
+        session = self.mux_session
+        if session is not None and pair is not None and pair.protocol in session.protocols:
+            host, port = pair.remote_addr
+            session.learn((str(host), int(port)))
 
     async def add_remote_candidates(self, candidates: Sequence[str]) -> None:
         for line in candidates:
@@ -287,16 +258,31 @@ class IceGeneration:
             await self.connection.add_remote_candidate(candidate)
 
     def send(self, data: bytes | memoryview) -> bool:
-        pair = _nominated_pair(self.connection)
+        """Send one datagram on the nominated pair; False (dropped) when there is none.
+
+        On a pair of our own sockets (`sfu.udp.SocketTransport`: a connection's socket or the
+        shared port) the datagram goes straight to the socket's sendto; `data` may then be a
+        view of a reused buffer (sfu.srtp). A pair relayed by TURN sends through aioice's
+        TurnTransport, which frames it, on a copy."""
+        pair = self._nominated.get(1)
         if pair is None or self.closed:
             return False
-        # Our DatagramSocket, or aioice's TurnTransport for a relayed pair: both frame and drop
-        # as needed once closed. `data` may be a view of a reused buffer (sfu.srtp): only our
-        # socket sends it at once, so anything else gets its own copy.
-        transport = pair.protocol.transport
-        if type(transport) is not DatagramSocket:
-            data = bytes(data)
-        transport.sendto(data, pair.remote_addr)
+        if pair is not self._pair:
+            transport = pair.protocol.transport
+            self._pair = pair
+            self._addr = pair.remote_addr
+            self._sendto = transport.sock.sendto if isinstance(transport, SocketTransport) \
+                else None
+        sendto = self._sendto
+        if sendto is None:
+            pair.protocol.transport.sendto(bytes(data), self._addr)
+            return True
+        try:
+            sendto(data, self._addr)
+        except (BlockingIOError, InterruptedError):
+            pass  # the send buffer is full: UDP drops it
+        except OSError as exc:  # the socket closed under a late send, an ICMP error
+            log.debug("sendto %s failed: %s", self._addr, exc)
         return True
 
     @property
@@ -320,7 +306,11 @@ class IceGeneration:
         if self.checks is not None:
             self.checks.cancel()
             await asyncio.gather(self.checks, return_exceptions=True)
-        await self.connection.close()
+        try:
+            await self.connection.close()
+        finally:
+            if self.mux_session is not None:
+                self.mux_session.close()
 
 
 class IceAgent:
@@ -330,8 +320,9 @@ class IceAgent:
     """
 
     def __init__(self, net: NetworkConfig, on_datagram: DatagramHandler,
-                 on_state: Callable[[str], None]) -> None:
+                 on_state: Callable[[str], None], mux: UdpMux | None = None) -> None:
         self.net = net
+        self.mux = mux  # the shared port's sockets; None: a socket per ICE session
         self._on_datagram = on_datagram
         self._on_state = on_state
         self.current: IceGeneration | None = None  # the generation media is sent on
@@ -347,7 +338,7 @@ class IceAgent:
 
     async def new_generation(self) -> IceGeneration:
         """Gather a new ICE session (the first one, or an ICE restart's)."""
-        generation = IceGeneration(self.net, self._on_datagram)
+        generation = IceGeneration(self.net, self._on_datagram, self.mux)
         try:
             await generation.gather()
         except BaseException:
@@ -406,6 +397,7 @@ class IceAgent:
             if generation is self.current and self.pending is None:
                 self._set_state("failed")
             return
+        generation.learn_nominated()
         if generation is self.pending:
             if generation.deadline is not None:
                 generation.deadline.cancel()

@@ -18,6 +18,7 @@ from sfu.events import (
     SfuEvent,
 )
 from sfu.internals import NetworkConfig, SfuCertificate
+from sfu.mux import UdpMux
 from sfu.producer import Producer
 from sfu.stats import ForwardLatency, Totals, transport_totals
 from sfu.transport import Transport
@@ -32,9 +33,11 @@ class Router:
         self, room_id: str, *, net: NetworkConfig, video_codec: str, clock: Clock,
         emit: Callable[[SfuEvent], None], connect_timeout: float,
         certificate: SfuCertificate | None = None, latency: ForwardLatency | None = None,
+        mux: UdpMux | None = None,
     ) -> None:
         self.room_id = room_id
         self.net = net
+        self.mux = mux  # the node's shared media port, when NAPALMSKY_RTC_PORT is set
         self.video_codec = video_codec
         self.clock = clock
         self.transports: dict[str, Transport] = {}
@@ -66,7 +69,7 @@ class Router:
         if old is not None:
             await old.close(CloseReason.REPLACED)
         transport = Transport(self, user_id, self.net, self.video_codec, self.clock,
-                              self.certificate, self._connect_timeout)
+                              self.certificate, self._connect_timeout, self.mux)
         self.transports[user_id] = transport
         for other in self.transports.values():
             if other is not transport:

@@ -15,6 +15,7 @@ from core.clock import Clock
 from core.errors import AlreadyExists, NotFound
 from sfu.events import CloseReason, RoomClosed, SfuEvent
 from sfu.internals import NetworkConfig, SfuCertificate, check_versions
+from sfu.mux import UdpMux
 from sfu.router import Router
 from sfu.srtp import check_version as check_srtp_version
 from sfu.stats import ForwardLatency, Totals
@@ -46,6 +47,10 @@ class SfuServer:
         self.latency = ForwardLatency()
         self._certificate = SfuCertificate.generateCertificate()
         self._certificate_at = clock.monotonic()
+        # One UDP port for every connection: bound now, so that a port in use fails the start.
+        self.mux: UdpMux | None = None
+        if config.net.shared_port:
+            self.mux = UdpMux(config.net.bind, config.net.shared_port)
 
     # ---- the interface signaling calls ----
 
@@ -59,7 +64,7 @@ class SfuServer:
         router = Router(
             room_id, net=self.config.net, video_codec=self.config.video_codec,
             clock=self.clock, emit=self._emit, connect_timeout=self.config.connect_timeout,
-            certificate=self._certificate, latency=self.latency,
+            certificate=self._certificate, latency=self.latency, mux=self.mux,
         )
         self.rooms[room_id] = router
         return router
@@ -101,6 +106,8 @@ class SfuServer:
         self.closed = True
         for room_id in list(self.rooms):
             await self.close_room(room_id, CloseReason.NODE_SHUTDOWN.value)
+        if self.mux is not None:
+            self.mux.close()
 
     def _emit(self, event: SfuEvent) -> None:
         for listener in list(self._listeners):

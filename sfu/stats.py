@@ -184,3 +184,18 @@ class SfuCollector(Collector):
             f"(one RTP packet in {LATENCY_SAMPLE_EVERY} timed).",
             buckets=latency.buckets(), sum_value=latency.total,
         )
+        mux = self.server.mux
+        if mux is not None:
+            dropped = CounterMetricFamily(
+                "napalmsky_sfu_shared_port_dropped",
+                "Datagrams the shared media port (NAPALMSKY_RTC_PORT) dropped: media from an "
+                "address no connection authenticated (stray), STUN requests for no ufrag of "
+                "ours (unknown_ufrag) or failing MESSAGE-INTEGRITY (unauthenticated), STUN "
+                "nobody waits for (unmatched_stun).",
+                labels=["reason"])
+            for reason, value in (("stray", mux.stray_datagrams),
+                                  ("unknown_ufrag", mux.unknown_ufrag),
+                                  ("unauthenticated", mux.unauthenticated),
+                                  ("unmatched_stun", mux.unmatched_stun)):
+                dropped.add_metric([reason], value)
+            yield dropped

@@ -28,6 +28,7 @@ from sfu.demux import Route, SourceTable
 from sfu.events import CloseReason
 from sfu.internals import DtlsSrtp, IceAgent, IceGeneration, NetworkConfig, SfuCertificate
 from sfu.internals import random_ssrc as _random_ssrc
+from sfu.mux import UdpMux
 from sfu.negotiation import KINDS, LocalParameters, Negotiation, negotiate, remote_ice_credentials
 from sfu.producer import Producer
 from sfu.rtp import (
@@ -61,6 +62,7 @@ class Transport:
     def __init__(
         self, router: Router, user_id: str, net: NetworkConfig, video_codec: str, clock: Clock,
         certificate: SfuCertificate, connect_timeout: float = CONNECT_TIMEOUT,
+        mux: UdpMux | None = None,
     ) -> None:
         self.router = router
         self.user_id = user_id
@@ -77,7 +79,7 @@ class Transport:
         self.closed = False
         self.close_reason: CloseReason | None = None
         self.closed_event = asyncio.Event()
-        self.ice = IceAgent(net, self._on_datagram, self._on_ice_state)
+        self.ice = IceAgent(net, self._on_datagram, self._on_ice_state, mux)
         self.dtls = DtlsSrtp(self.ice, certificate)
         self.dtls.on_statechange(self._on_dtls_state)
         self._rx: SrtpSession | None = None

@@ -154,3 +154,30 @@ def test_sign_up_budgets_follow_the_per_address_one_unless_set() -> None:
 def test_bad_sign_up_settings_name_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings(env)
+
+
+def test_one_shared_media_port() -> None:
+    assert load_settings({}).rtc_port == 0  # off: a socket per connection
+    s = load_settings({"NAPALMSKY_RTC_PORT": "40000"})
+    assert (s.rtc_port, s.rtc_port_min, s.rtc_port_max) == (40000, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"NAPALMSKY_RTC_PORT": "40000", "NAPALMSKY_RTC_PORT_MIN": "50000",
+          "NAPALMSKY_RTC_PORT_MAX": "50100"},
+         "NAPALMSKY_RTC_PORT: set either it (one shared port) or NAPALMSKY_RTC_PORT_MIN/MAX "
+         "(a port per connection), not both"),
+        ({"NAPALMSKY_RTC_PORT": "65536"},
+         "NAPALMSKY_RTC_PORT: expected an integer between 1 and 65535, got '65536'"),
+        ({"NAPALMSKY_RTC_PORT": "-1"},
+         "NAPALMSKY_RTC_PORT: expected an integer between 1 and 65535, got '-1'"),
+        ({"NAPALMSKY_RTC_PORT": "udp"},
+         "NAPALMSKY_RTC_PORT: expected an integer between 1 and 65535, got 'udp'"),
+    ],
+)
+def test_invalid_shared_media_port(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env)
+    assert str(info.value) == expected

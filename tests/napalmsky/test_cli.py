@@ -261,6 +261,16 @@ def test_media_port_range_all_taken_is_one_line(tmp_path: Path) -> None:
     assert f"127.0.0.1 in {udp}-{udp}" in line and "NAPALMSKY_RTC_PORT_MAX" in line
 
 
+def test_shared_media_port_taken_is_one_line(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        udp = taken.getsockname()[1]
+        result = napalmsky(tmp_path, "serve", "--port", str(free_port()),
+                           NAPALMSKY_RTC_BIND="127.0.0.1", NAPALMSKY_RTC_PORT=str(udp))
+    line = _one_line_failure(result)
+    assert f"UDP port {udp} on 127.0.0.1 is taken" in line and "NAPALMSKY_RTC_PORT" in line
+
+
 def test_media_address_not_of_this_machine_is_one_line(tmp_path: Path) -> None:
     result = napalmsky(tmp_path, "serve", "--port", str(free_port()),
                        NAPALMSKY_RTC_BIND="192.0.2.1")  # TEST-NET-1 (RFC 5737): nobody's

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -45,9 +47,22 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None
         await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def sfu() -> AsyncIterator[SfuHarness]:
-    server = SfuServer(SfuConfig(net=LOOPBACK, connect_timeout=15), SystemClock())
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def one_port_net() -> NetworkConfig:
+    """Loopback, every connection on one shared UDP port (NAPALMSKY_RTC_PORT)."""
+    return NetworkConfig(bind=("127.0.0.1",), shared_port=free_udp_port())
+
+
+@contextlib.asynccontextmanager
+async def open_sfu(net: NetworkConfig) -> AsyncIterator[SfuHarness]:
+    """The SFU on `net` behind its WebSocket endpoint on 127.0.0.1; bots closed at the end."""
+    server = SfuServer(SfuConfig(net=net, connect_timeout=15), SystemClock())
     app = web.Application()
     app.add_routes(sfu_routes(server, SECRET, SystemClock()))
     test_server = TestServer(app, host="127.0.0.1")
@@ -63,4 +78,17 @@ async def sfu() -> AsyncIterator[SfuHarness]:
         await test_server.close()
 
 
-__all__ = ["BLUE", "RED", "SfuHarness", "wait_for"]
+@pytest.fixture
+async def sfu() -> AsyncIterator[SfuHarness]:
+    async with open_sfu(LOOPBACK) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def sfu_one_port() -> AsyncIterator[SfuHarness]:
+    """The SFU with every connection on one UDP port (see one_port_net)."""
+    async with open_sfu(one_port_net()) as harness:
+        yield harness
+
+
+__all__ = ["BLUE", "RED", "SfuHarness", "free_udp_port", "one_port_net", "open_sfu", "wait_for"]

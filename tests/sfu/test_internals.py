@@ -10,8 +10,8 @@ from typing import Any
 
 import aiortc
 import pytest
-from aioice import Connection
-from aioice.ice import CandidatePair, StunProtocol
+from aioice import Connection, stun
+from aioice.ice import CandidatePair, StunProtocol, get_host_addresses
 from aiortc import RTCPeerConnection
 from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate, RTCDtlsTransport
 from OpenSSL import SSL
@@ -51,6 +51,9 @@ def test_version_mismatch_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         (Connection, "connect"),
         (Connection, "get_event"),
         (StunProtocol, "datagram_received"),
+        (StunProtocol, "connection_made"),
+        (StunProtocol, "connection_lost"),
+        (stun.Message, "check_message_integrity"),
     ],
 )
 def test_the_seams_exist(owner: type, name: str) -> None:
@@ -64,6 +67,10 @@ def test_instance_internals_exist() -> None:
         assert hasattr(connection, attr), attr
     for attr in ("protocol", "remote_addr"):
         assert attr in CandidatePair.__init__.__code__.co_names or hasattr(CandidatePair, attr)
+    # transaction id -> Transaction, read by sfu.mux to route STUN responses
+    assert "transactions" in StunProtocol.__init__.__code__.co_names
+    assert "transactions" in StunProtocol.request.__code__.co_names
+    assert callable(stun.parse_message) and callable(get_host_addresses)
     dtls = RTCDtlsTransport(internals.IceShim(None), [RTCCertificate.generateCertificate()])  # type: ignore[arg-type]
     for attr in ("_rx_srtp", "_tx_srtp", "_ssl", "_role", "_state"):
         assert hasattr(dtls, attr), attr

@@ -191,13 +191,13 @@ def noise_camera(width: int = 640, height: int = 480, frames: int = 30) -> Path:
 
 
 @asynccontextmanager
-async def open_chromium_sfu(chromium_path: str, extra_args: Sequence[str] = ()
-                            ) -> AsyncIterator[ChromiumSfu]:
+async def open_chromium_sfu(chromium_path: str, extra_args: Sequence[str] = (),
+                            net: NetworkConfig | None = None) -> AsyncIterator[ChromiumSfu]:
     from playwright.async_api import async_playwright
 
     clock = SystemClock()
-    server = SfuServer(SfuConfig(net=NetworkConfig(bind=("127.0.0.1",)), connect_timeout=20),
-                       clock)
+    server = SfuServer(SfuConfig(net=net or NetworkConfig(bind=("127.0.0.1",)),
+                                 connect_timeout=20), clock)
     app = web.Application()
     app.add_routes(sfu_routes(server, SECRET, clock))
 

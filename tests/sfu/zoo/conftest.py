@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.e2e.conftest import chromium_path
+from tests.sfu.conftest import one_port_net
 from tests.sfu.zoo.chromium import ChromiumSfu, noise_camera, open_chromium_sfu
 
-__all__ = ["chromium_path", "chromium_sfu", "chromium_sfu_noise"]
+__all__ = ["chromium_path", "chromium_sfu", "chromium_sfu_noise", "chromium_sfu_one_port"]
 
 
 @pytest.fixture
@@ -26,4 +27,11 @@ async def chromium_sfu_noise(chromium_path: str) -> AsyncIterator[ChromiumSfu]:
     clip = await asyncio.to_thread(noise_camera)
     async with open_chromium_sfu(
         chromium_path, [f"--use-file-for-fake-video-capture={clip}"]) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def chromium_sfu_one_port(chromium_path: str) -> AsyncIterator[ChromiumSfu]:
+    """The SFU with every connection on one shared UDP port, and a Chromium."""
+    async with open_chromium_sfu(chromium_path, net=one_port_net()) as harness:
         yield harness

@@ -276,7 +276,17 @@ async def test_the_web_client_restarts_ice_when_its_path_dies(chromium_sfu: Chro
     """The web client's own media code: when the path to the SFU goes dead (here the SFU's
     sockets of the connection close under it), the client restarts ICE on the same socket
     within a few seconds and media comes back, without a new join."""
-    h = chromium_sfu
+    await web_client_restarts_ice_when_its_path_dies(chromium_sfu)
+
+
+async def test_the_web_client_restarts_ice_on_one_port(
+        chromium_sfu_one_port: ChromiumSfu) -> None:
+    """The same on one shared UDP port (NAPALMSKY_RTC_PORT): the restart's session shares the
+    port with the dead one."""
+    await web_client_restarts_ice_when_its_path_dies(chromium_sfu_one_port)
+
+
+async def web_client_restarts_ice_when_its_path_dies(h: ChromiumSfu) -> None:
     h.server.create_room("w")
     a = await h.client("w", "a")
     b = await h.join("w", "b")
@@ -299,3 +309,45 @@ async def test_the_web_client_restarts_ice_when_its_path_dies(chromium_sfu: Chro
     assert h.server.rooms["w"].transports["a"] is transport  # no new join
     frames = (await zoo_stats(b))["inbound"]["video"]["frames"]
     await wait_stats(b, lambda s: s["inbound"]["video"]["frames"] > frames + 30)
+
+
+async def test_one_port_call_and_ice_restart(
+        chromium_sfu_one_port: ChromiumSfu) -> None:
+    """Every connection on one shared UDP port (NAPALMSKY_RTC_PORT): a call, then an ICE
+    restart (new ufrag; Chromium gathers new sockets): the new session on the same shared port
+    takes over, the old one leaves the demultiplexer, media goes on."""
+    h = chromium_sfu_one_port
+    mux = h.server.mux
+    port = h.server.config.net.shared_port
+    assert mux is not None
+    a, b = await call(h, "r", {}, {})
+    await wait_stats(a, both_ways)
+    await wait_stats(b, both_ways)
+    answers = [m["sdp"] for page in (a, b) for m in await page.evaluate("zoo.messages")
+               if m["type"] == "answer"]
+    assert answers and all(f"127.0.0.1 {port} typ host" in sdp for sdp in answers)
+    assert mux.session_count == 2 and mux.stray_datagrams == 0
+    transport = h.server.rooms["r"].transports["a"]
+    old = transport.ice.current
+    assert old is not None and old.mux_session is not None
+    old_session = old.mux_session
+    remote = old.remote_address()
+    assert remote is not None and mux.session_for(remote) is old_session
+    before = await zoo_stats(a)
+    assert await a.evaluate("zoo.restartIce()")
+    deadline = time.monotonic() + 20
+    while transport.ice.current is old or not old.closed:
+        assert time.monotonic() < deadline, "the restarted ICE session never took over"
+        await asyncio.sleep(0.05)
+    current = transport.ice.current
+    assert current is not None and current.mux_session is not None
+    assert current.connection.local_candidates[0].port == port
+    frames = before["inbound"]["video"]["frames"]
+    await wait_stats(a, lambda s: s["inbound"]["video"]["frames"] > frames + 30)
+    frames_b = (await zoo_stats(b))["inbound"]["video"]["frames"]
+    await wait_stats(b, lambda s: s["inbound"]["video"]["frames"] > frames_b + 30)
+    assert old_session.closed and not old_session.addresses
+    assert mux.session_for(current.remote_address() or ("", 0)) is current.mux_session
+    assert mux.session_for(remote) is current.mux_session  # the old address passed on too
+    assert mux.session_count == 2
+    assert transport.ice.restarts == 1 and transport.connected

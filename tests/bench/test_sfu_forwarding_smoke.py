@@ -1,4 +1,5 @@
-"""The SFU benchmark runs end to end: one call for a few seconds, bots in worker processes.
+"""The SFU benchmark runs end to end: a real `napalmsky serve`, one call made through its API and
+signaling, the two bots in worker processes, a few seconds measured from outside the server.
 
 A behaviour check of the benchmark's plumbing, not a timing assertion: the figures it prints
 are for bench/, never for tests.
@@ -6,24 +7,49 @@ are for bench/, never for tests.
 
 from __future__ import annotations
 
-from bench.sfu_forwarding import run_benchmark
+import asyncio
+import math
+from pathlib import Path
+
+from bench.sfu_forwarding import bucket_percentile, context, format_report, run_benchmark
 
 EXPECTED_KEYS = {
-    "calls", "seconds", "forwarded_pps", "cpu_seconds", "cpu_us_per_forwarded_packet",
-    "sfu_cpu_seconds_per_call_second", "calls_per_core", "latency_ms_p50", "latency_ms_p99",
-    "loss_pct",
+    "calls", "seconds", "forwarded_pps", "cpu_seconds", "cpu_pct_of_one_core",
+    "cpu_us_per_forwarded_packet", "cpu_seconds_per_call_second", "calls_per_core",
+    "latency_ms_p50", "latency_ms_p99", "loss_pct", "bot_worker_cpu_pct",
 }
 
 
-async def test_one_call_is_forwarded_and_measured() -> None:
-    report = await run_benchmark(1, 3.0, workers=2, setup_timeout=15.0)
+async def test_one_call_through_napalmsky_serve_is_forwarded_and_measured() -> None:
+    async with asyncio.timeout(60):  # the run bounds itself; this bounds the test
+        report = await run_benchmark(1, 3.0, workers=2, settle=0.5, setup_timeout=20.0)
 
     assert EXPECTED_KEYS <= report.keys()
-    assert report["mode"] == "sfu"
     assert report["calls"] == 1
     assert report["forwarded_packets"] > 0
     assert report["bot_packets_received"] > 0
     assert report["bot_pps_received"]["audio"] > 0 and report["bot_pps_received"]["video"] > 0
-    assert report["loss_pct"] < 5.0
+    assert report["cpu_seconds"] > 0
+    assert report["cpu_us_per_forwarded_packet"] > 0
     assert report["latency_samples"] > 0
-    assert report["cpu_seconds"] >= 0
+    assert 0 < report["latency_ms_p50"] <= report["latency_ms_p99"]
+    assert report["loss_pct"] < 5.0
+    assert len(report["bot_worker_cpu_pct"]) == 2
+    # the server is stopped (and reaped) when the run ends
+    assert not Path(f"/proc/{report['server_pid']}").exists()
+
+    ctx = context(2, {})
+    ctx["runs"] = [report]
+    printed = format_report(ctx)
+    for row in ("napalmsky serve", "load average", "CPU per packet", "calls per core",
+                "bucket resolution", "loss"):
+        assert row in printed
+
+
+def test_percentiles_are_interpolated_within_the_histogram_bucket() -> None:
+    buckets = [(0.001, 50.0), (0.002, 90.0), (0.005, 100.0), (math.inf, 100.0)]
+    assert bucket_percentile(buckets, 0.5) == (0.001, False)
+    assert bucket_percentile(buckets, 0.7)[0] == 0.0015
+    assert bucket_percentile(buckets, 0.25)[0] == 0.0005
+    assert bucket_percentile([(0.001, 0.0), (math.inf, 0.0)], 0.5) == (None, False)
+    assert bucket_percentile([(0.001, 1.0), (math.inf, 10.0)], 0.99) == (0.001, True)

@@ -59,6 +59,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -739,6 +740,11 @@ def _profile_path(path: str | None, calls: int, several: bool) -> str | None:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    # SIGTERM stops a run as Ctrl-C does (asyncio.Runner's): cancelled, so every `finally`
+    # stops the bots and the server.
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     server_env = _parse_env(args.server_env)
     report = context(args.workers, server_env)
     several = bool(args.sweep or args.saturate)
@@ -810,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             report = runner.run(_main(args))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         say("interrupted: bots and server stopped")
         return 130
     except (BenchError, TimeoutError, ValueError) as exc:

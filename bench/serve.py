@@ -82,6 +82,17 @@ def process_cpu(pid: int) -> tuple[float, float]:
     return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
 
 
+def machine_busy() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat: all but idle and
+    iowait); 0 where there is no /proc."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    ticks = [int(x) for x in first[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS
+
+
 # ---------------------------------------------------------------- the server
 
 
@@ -188,5 +199,5 @@ async def read_metrics(http: aiohttp.ClientSession, url: str) -> Samples:
     return out
 
 
-__all__ = ["BenchError", "Server", "free_port", "load_average", "machine", "package_version",
-           "process_cpu", "read_metrics", "running_server"]
+__all__ = ["BenchError", "Server", "free_port", "load_average", "machine", "machine_busy",
+           "package_version", "process_cpu", "read_metrics", "running_server"]

@@ -76,6 +76,7 @@ from bench.serve import (
     Server,
     load_average,
     machine,
+    machine_busy,
     package_version,
     process_cpu,
     read_metrics,
@@ -341,6 +342,8 @@ class Snapshot:
     at: float
     server_cpu: tuple[float, float]
     worker_cpu: list[float]
+    own_cpu: float  # this process: the signaling sockets and the bookkeeping
+    busy: float  # the whole machine
     metrics: Samples
     workers: list[WorkerStatus]
 
@@ -350,11 +353,12 @@ class Snapshot:
         at = time.monotonic()
         cpu = process_cpu(server.pid)
         worker_cpu = [w.cpu() for w in workers]
+        own, busy = time.process_time(), machine_busy()
         metrics, *statuses = await asyncio.gather(
             read_metrics(http, server.url), *(w.status() for w in workers))
         assert isinstance(metrics, dict)
-        return cls(at, cpu, worker_cpu, metrics, [s for s in statuses
-                                                  if isinstance(s, WorkerStatus)])
+        return cls(at, cpu, worker_cpu, own, busy, metrics,
+                   [s for s in statuses if isinstance(s, WorkerStatus)])
 
     def counter(self, name: str) -> float:
         return sum(v for (n, _), v in self.metrics.items() if n == name)
@@ -452,7 +456,11 @@ def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]
         "bot_late_restarts": late,
         # a bot process near a full core, or media falling behind, means the bots set the pace
         "bots_may_be_the_limit": late > 0 or any(c >= 90.0 for c in worker_cpu),
-        "machine_cpu_pct": round(100 * cpu / window + sum(worker_cpu), 1),
+        "bench_cpu_pct": round(100 * (end.own_cpu - begin.own_cpu) / window, 1),
+        # everything the machine's cores did in the window, and what of it was not this run
+        "machine_busy_pct": round(100 * (end.busy - begin.busy) / window, 1),
+        "other_cpu_pct": round(max(0.0, 100 * ((end.busy - begin.busy) - cpu - (
+            end.own_cpu - begin.own_cpu)) / window - sum(worker_cpu)), 1),
         **{key: value for key, value in server.items() if key != "forwarded_bytes"},
     }
 
@@ -652,6 +660,9 @@ def format_context(ctx: dict[str, Any]) -> str:
         f"versions  Python {ctx['versions']['python']}, aiortc {ctx['versions']['aiortc']}",
         "settings  README's load-test limits, no cooldown, RTC on 127.0.0.1"
         + (f"; plus {extra}" if extra else ""),
+        *(["note      the machine was busy before the run (load average over half its "
+           "cores): other work shares the CPU; see 'other work' below"]
+          if m["load_start"] and m["load_start"][0] > m["cores"] / 2 else []),
     ])
 
 
@@ -685,7 +696,8 @@ def format_run(r: dict[str, Any]) -> str:
         f"{r['bot_packets_received']}; worker CPU {r['bot_worker_cpu_pct']}% of a core each, "
         f"late restarts {r['bot_late_restarts']}"
         + ("  <- the bots may be the limit" if r["bots_may_be_the_limit"] else ""),
-        f"machine CPU         {r['machine_cpu_pct']}% of a core (server + bots)",
+        f"machine CPU         {r['machine_busy_pct']}% of a core busy in all: server, bots, "
+        f"this process {r['bench_cpu_pct']}%, other work {r['other_cpu_pct']}%",
         f"server feedback     keyframe requests {r['keyframe_requests']}, NACKs sent "
         f"{r['nacks_sent']}, retransmitted {r['retransmitted']}, lost upstream "
         f"{r['packets_lost_upstream']}",
@@ -694,7 +706,7 @@ def format_run(r: dict[str, Any]) -> str:
 
 def format_table(runs: list[dict[str, Any]]) -> str:
     lines = [f"{'calls':>5} {'fwd pkt/s':>10} {'CPU %core':>9} {'us/pkt':>7} {'calls/core':>10} "
-             f"{'p50 ms':>7} {'p99 ms':>7} {'loss %':>7}  bot CPU %"]
+             f"{'p50 ms':>7} {'p99 ms':>7} {'loss %':>7} {'other %':>7}  bot CPU %"]
     for r in runs:
         if "failed" in r:
             lines.append(f"{r['calls']:>5} (not set up)")
@@ -703,8 +715,9 @@ def format_table(runs: list[dict[str, Any]]) -> str:
             f"{r['calls']:>5} {r['forwarded_pps']:>10} {r['cpu_pct_of_one_core']:>9} "
             f"{_fmt(r['cpu_us_per_forwarded_packet']):>7} {_fmt(r['calls_per_core']):>10} "
             f"{_fmt(r['latency_ms_p50']):>7} {_fmt(r['latency_ms_p99']):>7} "
-            f"{r['loss_pct']:>7}  {r['bot_worker_cpu_pct']}")
-    lines.append("(latency: server-side, kernel receive to send, bucket resolution)")
+            f"{r['loss_pct']:>7} {r['other_cpu_pct']:>7}  {r['bot_worker_cpu_pct']}")
+    lines.append("(latency: server-side, kernel receive to send, bucket resolution; other %: "
+                 "CPU of processes not in this run, in % of a core)")
     return "\n".join(lines)
 
 

@@ -30,7 +30,10 @@ measured:
   forwarded copy handed to the kernel; one RTP packet in 8 timed), interpolated linearly within
   its bucket: bucket resolution, not exact values;
 - loss: packets the bots sent that the partner bots did not receive, in % of those sent (each
-  bot's raw counts; the bots send no NACKs, so this is loss without retransmission);
+  bot's raw counts; the bots send no NACKs, so this is loss without retransmission). Each bot
+  process counts when it gets to the request, late when its loop is busy, so its counts become
+  rates over its own window (one monotonic clock) before they are compared; packets in flight
+  at the window's edges still show as noise of about a millisecond's worth of traffic;
 - each bot process's CPU (/proc), and how often its media fell behind real time (late
   restarts), so a reader can tell whether the bots were the limit.
 
@@ -147,6 +150,7 @@ class WorkerStatus:
     states: dict[str, int]
     ready: int
     late: int
+    at: float  # time.monotonic() in the worker when it counted (one clock for all processes)
     errors: list[str]
 
     @classmethod
@@ -154,7 +158,7 @@ class WorkerStatus:
         return cls(
             counts={k: KindCounts.from_json(data["counts"][k]) for k in KINDS},
             states={str(k): int(v) for k, v in data["states"].items()},
-            ready=int(data["ready"]), late=int(data["late"]),
+            ready=int(data["ready"]), late=int(data["late"]), at=float(data["at"]),
             errors=[str(e) for e in data.get("errors", [])],
         )
 
@@ -280,7 +284,8 @@ def _worker_status(bots: list[CountingBot], errors: list[str]) -> dict[str, Any]
         if bot.state == "connected" and all(snap[k].received > 0 for k in KINDS):
             ready += 1
     return {"counts": {k: c.to_json() for k, c in counts.items()}, "states": states,
-            "ready": ready, "late": sum(b.late for b in bots), "errors": errors[-5:]}
+            "ready": ready, "late": sum(b.late for b in bots), "at": time.monotonic(),
+            "errors": errors[-5:]}
 
 
 # ---- calls, made through the public API and signaling ----
@@ -403,6 +408,21 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
+def _bot_rates(begin: Sequence[WorkerStatus], end: Sequence[WorkerStatus]) -> tuple[float,
+                                                                                      float]:
+    """Packets per second all bots sent and received (RTX apart). Each process counts at its
+    own moment, late when its loop is busy: a raw difference of counts taken a few hundred ms
+    apart in the two processes of a call would show that skew as loss (or as a gain), so each
+    process's counts become rates over its own window first."""
+    sent = received = 0.0
+    for b, e in zip(begin, end, strict=True):
+        took = e.at - b.at
+        if took > 0:
+            sent += sum(e.counts[k].sent - b.counts[k].sent for k in KINDS) / took
+            received += sum(e.counts[k].received - b.counts[k].received for k in KINDS) / took
+    return sent, received
+
+
 def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]:
     window = end.at - begin.at
     user = end.server_cpu[0] - begin.server_cpu[0]
@@ -415,6 +435,7 @@ def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]
     bots = {kind: after[kind].minus(before[kind]) for kind in KINDS}
     sent = sum(c.sent for c in bots.values())
     received = sum(c.received for c in bots.values())
+    sent_pps, received_pps = _bot_rates(begin.workers, end.workers)
     expected = sum(c.expected for c in bots.values())
     start_h, end_h = begin.histogram(LATENCY), end.histogram(LATENCY)
     latency = [(bound, count - dict(start_h).get(bound, 0.0)) for bound, count in end_h]
@@ -445,11 +466,14 @@ def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]
         "latency_buckets_ms": [round(b * 1000, 3) for b, _ in latency if not math.isinf(b)],
         "latency_bucket_counts": [int(c - below) for (_, c), below in
                                   zip(latency, [0.0] + [c for _, c in latency], strict=False)],
-        "loss_pct": _pct(max(0, sent - received), sent),
-        "loss_basis": "bot packets sent vs partner packets received",
+        "loss_pct": _pct(max(0.0, sent_pps - received_pps), sent_pps),
+        "loss_basis": "bot packets sent vs partner packets received, as rates over each bot "
+                      "process's own window",
         "gap_loss_pct": _pct(max(0, expected - received), expected),
         "bot_packets_sent": sent,
         "bot_packets_received": received,
+        "bot_pps_sent_total": round(sent_pps, 1),
+        "bot_pps_received_total": round(received_pps, 1),
         "bot_pps_received": {k: round(bots[k].received / window, 1) for k in KINDS},
         "bot_rtx_received": sum(c.rtx_received for c in bots.values()),
         "bot_worker_cpu_pct": worker_cpu,
@@ -690,7 +714,8 @@ def format_run(r: dict[str, Any]) -> str:
         f"{_fmt(r['latency_ms_p99'])} ms{over} ({r['latency_samples']} samples; bucket "
         f"resolution)",
         f"latency histogram   {_histogram(r)}",
-        f"loss                {r['loss_pct']}% (sent vs received); sequence gaps "
+        f"loss                {r['loss_pct']}% (sent {r['bot_pps_sent_total']} vs received "
+        f"{r['bot_pps_received_total']} packets/s); sequence gaps "
         f"{r['gap_loss_pct']}%",
         f"bots                sent {r['bot_packets_sent']}, received "
         f"{r['bot_packets_received']}; worker CPU {r['bot_worker_cpu_pct']}% of a core each, "

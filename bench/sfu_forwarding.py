@@ -575,7 +575,11 @@ async def run_benchmark(
                 report["server_settings"] = dict(server_env or {})
                 report["server_pid"] = server.pid
                 return report
-        except BaseException:
+        except TimeoutError as exc:  # the run's own deadline (a stuck worker or server)
+            say(f"server log (tail):\n{server.log_tail(1500)}")
+            raise BenchError(f"{calls} calls: the run did not finish within {deadline:.0f} s"
+                             ) from exc
+        except Exception:
             say(f"server log (tail):\n{server.log_tail(1500)}")
             raise
         finally:
@@ -630,7 +634,7 @@ def context(workers: int, server_env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-async def saturate(seconds: float, *, step: int, first: int, most: int, time_limit: float,
+async def saturate(*, step: int, first: int, most: int, time_limit: float,
                    run: Callable[[int], Any]) -> dict[str, Any]:
     """Runs at first, first+step, ... calls until the loss first exceeds LOSS_LIMIT_PCT, a run
     cannot be set up, `most` calls, or `time_limit` seconds (no step starts that would not fit,
@@ -793,7 +797,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
                                    profile=_profile_path(args.profile, calls, several))
 
     if args.saturate:
-        sat = await saturate(args.seconds, step=args.saturate_step,
+        sat = await saturate(step=args.saturate_step,
                              first=args.saturate_start or args.saturate_step,
                              most=args.saturate_max, time_limit=args.time_limit, run=run)
         report["runs"] = sat.pop("runs")

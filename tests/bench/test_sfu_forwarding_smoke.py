@@ -10,8 +10,16 @@ from __future__ import annotations
 import asyncio
 import math
 from pathlib import Path
+from typing import Any
 
-from bench.sfu_forwarding import bucket_percentile, context, format_report, run_benchmark
+from bench.serve import BenchError
+from bench.sfu_forwarding import (
+    bucket_percentile,
+    context,
+    format_report,
+    run_benchmark,
+    saturate,
+)
 
 EXPECTED_KEYS = {
     "calls", "seconds", "forwarded_pps", "cpu_seconds", "cpu_pct_of_one_core",
@@ -53,3 +61,33 @@ def test_percentiles_are_interpolated_within_the_histogram_bucket() -> None:
     assert bucket_percentile(buckets, 0.25)[0] == 0.0005
     assert bucket_percentile([(0.001, 0.0), (math.inf, 0.0)], 0.5) == (None, False)
     assert bucket_percentile([(0.001, 1.0), (math.inf, 10.0)], 0.99) == (0.001, True)
+
+
+async def test_saturation_stops_at_the_first_step_over_the_loss_limit() -> None:
+    losses = {10: 0.0, 20: 0.4, 30: 2.5, 40: 9.0}
+    tried: list[int] = []
+
+    async def run(calls: int) -> dict[str, Any]:
+        tried.append(calls)
+        return {"calls": calls, "loss_pct": losses[calls]}
+
+    found = await saturate(step=10, first=10, most=40, time_limit=60, run=run)
+
+    assert tried == [10, 20, 30]
+    assert (found["last_under"], found["first_over"], found["stopped_by"]) == (20, 30, "loss")
+
+
+async def test_saturation_stops_when_a_step_cannot_be_set_up_or_at_the_most_calls() -> None:
+    async def run(calls: int) -> dict[str, Any]:
+        if calls > 2:
+            raise BenchError("only 3 of 6 bots receiving")
+        return {"calls": calls, "loss_pct": 0.0}
+
+    found = await saturate(step=1, first=1, most=5, time_limit=60, run=run)
+    assert (found["last_under"], found["first_over"], found["stopped_by"]) == (
+        2, 3, "setup_failed")
+    assert "failed" in found["runs"][-1]
+
+    found = await saturate(step=1, first=1, most=2, time_limit=60, run=run)
+    assert (found["last_under"], found["first_over"], found["stopped_by"]) == (
+        2, None, "max_calls")

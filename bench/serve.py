@@ -93,6 +93,17 @@ def machine_busy() -> float:
     return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS
 
 
+def udp_receive_drops() -> int:
+    """Datagrams the machine's kernel dropped for full UDP receive buffers since boot
+    (/proc/net/snmp `Udp: RcvbufErrors`, every process); 0 where there is no /proc."""
+    try:
+        rows = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()
+                if line.startswith("Udp:")]
+        return int(rows[1][rows[0].index("RcvbufErrors")])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
 # ---------------------------------------------------------------- the server
 
 
@@ -200,4 +211,4 @@ async def read_metrics(http: aiohttp.ClientSession, url: str) -> Samples:
 
 
 __all__ = ["BenchError", "Server", "free_port", "load_average", "machine", "machine_busy",
-           "package_version", "process_cpu", "read_metrics", "running_server"]
+           "package_version", "process_cpu", "read_metrics", "running_server", "udp_receive_drops"]

@@ -30,10 +30,12 @@ measured:
   forwarded copy handed to the kernel; one RTP packet in 8 timed), interpolated linearly within
   its bucket: bucket resolution, not exact values;
 - loss: packets the bots sent that the partner bots did not receive, in % of those sent (each
-  bot's raw counts; the bots send no NACKs, so this is loss without retransmission). Each bot
-  process counts when it gets to the request, late when its loop is busy, so its counts become
-  rates over its own window (one monotonic clock) before they are compared; packets in flight
-  at the window's edges still show as noise of about a millisecond's worth of traffic;
+  bot's raw counts; the bots send no NACKs, so this is loss without retransmission). A bot
+  process answers late when its loop is busy, so each samples its counts every 0.1 s with
+  time.monotonic() (one clock for all processes) and the counts are interpolated at the
+  window's two instants; packets waiting in a busy bot's socket buffer at an edge still count
+  as lost (or found) there. The machine's UDP receive-buffer drops (/proc/net/snmp, every
+  process) are reported beside it: on loopback that is where datagrams are really lost;
 - each bot process's CPU (/proc), and how often its media fell behind real time (late
   restarts), so a reader can tell whether the bots were the limit.
 
@@ -66,6 +68,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +87,7 @@ from bench.serve import (
     process_cpu,
     read_metrics,
     running_server,
+    udp_receive_drops,
 )
 from loadtest.counting import KINDS, CountingBot, KindCounts
 from loadtest.measure import Measurements
@@ -109,6 +113,8 @@ SIGNALING_TIMEOUT = 15.0
 SIGNALING_CONCURRENCY = 8
 HEARTBEAT_EVERY = 60.0  # presence lives 10 minutes without one
 COMMAND_TIMEOUT = 10.0
+SAMPLE_EVERY = 0.1  # seconds between a bot process's samples of its counts
+SAMPLES_KEPT = 50
 STOP_TIMEOUT = 15.0
 LOSS_LIMIT_PCT = 1.0  # saturation: where the loss first exceeds this
 FORWARDED = "napalmsky_sfu_packets_forwarded_total"
@@ -150,15 +156,29 @@ class WorkerStatus:
     states: dict[str, int]
     ready: int
     late: int
-    at: float  # time.monotonic() in the worker when it counted (one clock for all processes)
+    # (time.monotonic(), packets sent, packets received) every SAMPLE_EVERY s, RTX apart: the
+    # monotonic clock is one for all processes, so counts can be read at a common instant
+    samples: list[tuple[float, int, int]]
     errors: list[str]
+
+    def at(self, moment: float) -> tuple[float, float, float]:
+        """(sent, received) interpolated at `moment`, and how far the nearest sample is from
+        it (s); the last sample when none is later."""
+        later = next((i for i, sample in enumerate(self.samples) if sample[0] >= moment), None)
+        if later is None or later == 0:
+            t, sent, received = self.samples[-1 if later is None else 0]
+            return float(sent), float(received), abs(t - moment)
+        (t0, s0, r0), (t1, s1, r1) = self.samples[later - 1], self.samples[later]
+        f = (moment - t0) / (t1 - t0) if t1 > t0 else 1.0
+        return s0 + f * (s1 - s0), r0 + f * (r1 - r0), min(moment - t0, t1 - moment)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> WorkerStatus:
         return cls(
             counts={k: KindCounts.from_json(data["counts"][k]) for k in KINDS},
             states={str(k): int(v) for k, v in data["states"].items()},
-            ready=int(data["ready"]), late=int(data["late"]), at=float(data["at"]),
+            ready=int(data["ready"]), late=int(data["late"]),
+            samples=[(float(t), int(a), int(b)) for t, a, b in data["samples"]],
             errors=[str(e) for e in data.get("errors", [])],
         )
 
@@ -252,16 +272,19 @@ async def worker_main() -> None:
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}"[:200])
 
+    samples: deque[tuple[float, int, int]] = deque(maxlen=SAMPLES_KEPT)
     joins = [asyncio.ensure_future(join(bot)) for bot in bots]
+    sampler = asyncio.ensure_future(_sample(bots, samples))
     try:
         async with asyncio.timeout(float(job["deadline"])):
             while (message := await queue.get()) is not None:
                 if message.get("command") == "stop":
                     break
-                _reply(_worker_status(bots, errors))
+                _reply(_worker_status(bots, errors, samples))
     except TimeoutError:
         log.warning("bot worker reached its deadline")
     finally:
+        sampler.cancel()
         for task in joins:
             task.cancel()
         await asyncio.gather(*joins, return_exceptions=True)
@@ -272,7 +295,23 @@ async def worker_main() -> None:
         await asyncio.gather(reader, return_exceptions=True)
 
 
-def _worker_status(bots: list[CountingBot], errors: list[str]) -> dict[str, Any]:
+def _totals(bots: list[CountingBot]) -> tuple[float, int, int]:
+    sent = received = 0
+    for bot in bots:
+        for counts in bot.counter.snapshot().values():
+            sent += counts.sent
+            received += counts.received
+    return time.monotonic(), sent, received
+
+
+async def _sample(bots: list[CountingBot], samples: deque[tuple[float, int, int]]) -> None:
+    while True:
+        samples.append(_totals(bots))
+        await asyncio.sleep(SAMPLE_EVERY)
+
+
+def _worker_status(bots: list[CountingBot], errors: list[str],
+                   samples: deque[tuple[float, int, int]]) -> dict[str, Any]:
     counts = {kind: KindCounts() for kind in KINDS}
     states: dict[str, int] = {}
     ready = 0
@@ -284,8 +323,8 @@ def _worker_status(bots: list[CountingBot], errors: list[str]) -> dict[str, Any]
         if bot.state == "connected" and all(snap[k].received > 0 for k in KINDS):
             ready += 1
     return {"counts": {k: c.to_json() for k, c in counts.items()}, "states": states,
-            "ready": ready, "late": sum(b.late for b in bots), "at": time.monotonic(),
-            "errors": errors[-5:]}
+            "ready": ready, "late": sum(b.late for b in bots),
+            "samples": [*samples, _totals(bots)], "errors": errors[-5:]}
 
 
 # ---- calls, made through the public API and signaling ----
@@ -349,6 +388,7 @@ class Snapshot:
     worker_cpu: list[float]
     own_cpu: float  # this process: the signaling sockets and the bookkeeping
     busy: float  # the whole machine
+    udp_drops: int  # the machine's UDP receive-buffer errors
     metrics: Samples
     workers: list[WorkerStatus]
 
@@ -358,11 +398,12 @@ class Snapshot:
         at = time.monotonic()
         cpu = process_cpu(server.pid)
         worker_cpu = [w.cpu() for w in workers]
-        own, busy = time.process_time(), machine_busy()
-        metrics, *statuses = await asyncio.gather(
-            read_metrics(http, server.url), *(w.status() for w in workers))
+        own, busy, drops = time.process_time(), machine_busy(), udp_receive_drops()
+        metrics = await read_metrics(http, server.url)
+        await asyncio.sleep(max(0.0, at + 2 * SAMPLE_EVERY - time.monotonic()))
+        statuses = await asyncio.gather(*(w.status() for w in workers))
         assert isinstance(metrics, dict)
-        return cls(at, cpu, worker_cpu, own, busy, metrics,
+        return cls(at, cpu, worker_cpu, own, busy, drops, metrics,
                    [s for s in statuses if isinstance(s, WorkerStatus)])
 
     def counter(self, name: str) -> float:
@@ -408,19 +449,20 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 3)
 
 
-def _bot_rates(begin: Sequence[WorkerStatus], end: Sequence[WorkerStatus]) -> tuple[float,
-                                                                                      float]:
-    """Packets per second all bots sent and received (RTX apart). Each process counts at its
-    own moment, late when its loop is busy: a raw difference of counts taken a few hundred ms
-    apart in the two processes of a call would show that skew as loss (or as a gain), so each
-    process's counts become rates over its own window first."""
-    sent = received = 0.0
-    for b, e in zip(begin, end, strict=True):
-        took = e.at - b.at
-        if took > 0:
-            sent += sum(e.counts[k].sent - b.counts[k].sent for k in KINDS) / took
-            received += sum(e.counts[k].received - b.counts[k].received for k in KINDS) / took
-    return sent, received
+def _bot_packets(begin: Snapshot, end: Snapshot) -> tuple[float, float, float]:
+    """Packets all bots sent and received (RTX apart) between the two snapshots' instants,
+    from each bot process's samples (one monotonic clock): a bot process counts when its loop
+    gets to it, late when it is busy, so counts it sends on request would be taken at
+    different moments in the two processes of a call, and that skew would show as loss (or as
+    a gain). Also the largest distance of a sample used from its instant (s)."""
+    sent = received = skew = 0.0
+    for b, e in zip(begin.workers, end.workers, strict=True):
+        s0, r0, d0 = b.at(begin.at)
+        s1, r1, d1 = e.at(end.at)
+        sent += s1 - s0
+        received += r1 - r0
+        skew = max(skew, d0, d1)
+    return sent, received, skew
 
 
 def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]:
@@ -433,9 +475,8 @@ def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]
               for key, name in SERVER_COUNTERS.items()}
     before, after = begin.bot_counts(), end.bot_counts()
     bots = {kind: after[kind].minus(before[kind]) for kind in KINDS}
-    sent = sum(c.sent for c in bots.values())
     received = sum(c.received for c in bots.values())
-    sent_pps, received_pps = _bot_rates(begin.workers, end.workers)
+    sent_at, received_at, skew = _bot_packets(begin, end)
     expected = sum(c.expected for c in bots.values())
     start_h, end_h = begin.histogram(LATENCY), end.histogram(LATENCY)
     latency = [(bound, count - dict(start_h).get(bound, 0.0)) for bound, count in end_h]
@@ -466,14 +507,16 @@ def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]
         "latency_buckets_ms": [round(b * 1000, 3) for b, _ in latency if not math.isinf(b)],
         "latency_bucket_counts": [int(c - below) for (_, c), below in
                                   zip(latency, [0.0] + [c for _, c in latency], strict=False)],
-        "loss_pct": _pct(max(0.0, sent_pps - received_pps), sent_pps),
-        "loss_basis": "bot packets sent vs partner packets received, as rates over each bot "
-                      "process's own window",
+        "loss_pct": _pct(max(0.0, sent_at - received_at), sent_at),
+        "loss_basis": "bot packets sent vs partner packets received between the window's "
+                      "instants (each bot process's samples, interpolated)",
+        "loss_sample_distance_ms": round(skew * 1000, 1),
+        "udp_receive_buffer_drops": end.udp_drops - begin.udp_drops,
         "gap_loss_pct": _pct(max(0, expected - received), expected),
-        "bot_packets_sent": sent,
-        "bot_packets_received": received,
-        "bot_pps_sent_total": round(sent_pps, 1),
-        "bot_pps_received_total": round(received_pps, 1),
+        "bot_packets_sent": round(sent_at),
+        "bot_packets_received": round(received_at),
+        "bot_pps_sent_total": round(sent_at / window, 1),
+        "bot_pps_received_total": round(received_at / window, 1),
         "bot_pps_received": {k: round(bots[k].received / window, 1) for k in KINDS},
         "bot_rtx_received": sum(c.rtx_received for c in bots.values()),
         "bot_worker_cpu_pct": worker_cpu,
@@ -719,8 +762,8 @@ def format_run(r: dict[str, Any]) -> str:
         f"resolution)",
         f"latency histogram   {_histogram(r)}",
         f"loss                {r['loss_pct']}% (sent {r['bot_pps_sent_total']} vs received "
-        f"{r['bot_pps_received_total']} packets/s); sequence gaps "
-        f"{r['gap_loss_pct']}%",
+        f"{r['bot_pps_received_total']} packets/s); sequence gaps {r['gap_loss_pct']}%; "
+        f"UDP receive-buffer drops on the machine {r['udp_receive_buffer_drops']}",
         f"bots                sent {r['bot_packets_sent']}, received "
         f"{r['bot_packets_received']}; worker CPU {r['bot_worker_cpu_pct']}% of a core each, "
         f"late restarts {r['bot_late_restarts']}"
@@ -878,4 +921,4 @@ if __name__ == "__main__":
 
 
 __all__ = ["bucket_percentile", "context", "format_report", "main", "make_call",
-           "measure_window", "run_benchmark", "saturate"]
+           "measure_window", "run_benchmark", "saturate", "WorkerStatus"]

@@ -12,8 +12,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bench.serve import BenchError
 from bench.sfu_forwarding import (
+    WorkerStatus,
     bucket_percentile,
     context,
     format_report,
@@ -91,3 +94,12 @@ async def test_saturation_stops_when_a_step_cannot_be_set_up_or_at_the_most_call
     found = await saturate(step=1, first=1, most=2, time_limit=60, run=run)
     assert (found["last_under"], found["first_over"], found["stopped_by"]) == (
         2, None, "max_calls")
+
+
+def test_bot_counts_are_read_at_a_common_instant_from_the_samples() -> None:
+    status = WorkerStatus(counts={}, states={}, ready=0, late=0, errors=[],
+                          samples=[(10.0, 100, 90), (10.1, 110, 100), (10.4, 140, 130)])
+    assert status.at(10.05) == pytest.approx((105.0, 95.0, 0.05))
+    assert status.at(10.3) == pytest.approx((130.0, 120.0, 0.1))
+    assert status.at(11.0) == pytest.approx((140.0, 130.0, 0.6))  # none later: the last
+    assert status.at(9.0) == pytest.approx((100.0, 90.0, 1.0))

@@ -920,5 +920,14 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["bucket_percentile", "context", "format_report", "main", "make_call",
-           "measure_window", "run_benchmark", "saturate", "WorkerStatus"]
+__all__ = [
+    "WorkerStatus",
+    "bucket_percentile",
+    "context",
+    "format_report",
+    "main",
+    "make_call",
+    "measure_window",
+    "run_benchmark",
+    "saturate",
+]

@@ -34,8 +34,10 @@ measured:
   process answers late when its loop is busy, so each samples its counts every 0.1 s with
   time.monotonic() (one clock for all processes) and the counts are interpolated at the
   window's two instants; packets waiting in a busy bot's socket buffer at an edge still count
-  as lost (or found) there. The machine's UDP receive-buffer drops (/proc/net/snmp, every
-  process) are reported beside it: on loopback that is where datagrams are really lost;
+  as lost (or found) there: the figure comes with +- twice the largest sample distance from
+  an instant over the window (on a saturated 2-core machine about 1%). Beside it: the loss
+  from sequence gaps, which a backlog does not move, and the machine's UDP receive-buffer drops
+  (/proc/net/snmp, every process): on loopback that is where datagrams are really lost;
 - each bot process's CPU (/proc), and how often its media fell behind real time (late
   restarts), so a reader can tell whether the bots were the limit.
 
@@ -511,6 +513,9 @@ def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]
         "loss_basis": "bot packets sent vs partner packets received between the window's "
                       "instants (each bot process's samples, interpolated)",
         "loss_sample_distance_ms": round(skew * 1000, 1),
+        # a busy bot process samples late and holds packets in its socket buffer: counts read
+        # up to `skew` away from each of the two instants move the figure by about this much
+        "loss_uncertainty_pct": round(100 * 2 * skew / window, 2) if window > 0 else None,
         "udp_receive_buffer_drops": end.udp_drops - begin.udp_drops,
         "gap_loss_pct": _pct(max(0, expected - received), expected),
         "bot_packets_sent": round(sent_at),
@@ -761,7 +766,8 @@ def format_run(r: dict[str, Any]) -> str:
         f"{_fmt(r['latency_ms_p99'])} ms{over} ({r['latency_samples']} samples; bucket "
         f"resolution)",
         f"latency histogram   {_histogram(r)}",
-        f"loss                {r['loss_pct']}% (sent {r['bot_pps_sent_total']} vs received "
+        f"loss                {r['loss_pct']}% +- {r['loss_uncertainty_pct']} (sent "
+        f"{r['bot_pps_sent_total']} vs received "
         f"{r['bot_pps_received_total']} packets/s); sequence gaps {r['gap_loss_pct']}%; "
         f"UDP receive-buffer drops on the machine {r['udp_receive_buffer_drops']}",
         f"bots                sent {r['bot_packets_sent']}, received "
@@ -776,9 +782,13 @@ def format_run(r: dict[str, Any]) -> str:
     ])
 
 
+def _loss(r: dict[str, Any]) -> str:
+    return f"{r['loss_pct']}+-{r['loss_uncertainty_pct']}"
+
+
 def format_table(runs: list[dict[str, Any]]) -> str:
     lines = [f"{'calls':>5} {'fwd pkt/s':>10} {'CPU %core':>9} {'us/pkt':>7} {'calls/core':>10} "
-             f"{'p50 ms':>7} {'p99 ms':>7} {'loss %':>7} {'other %':>7}  bot CPU %"]
+             f"{'p50 ms':>7} {'p99 ms':>7} {'loss %':>13} {'other %':>7}  bot CPU %"]
     for r in runs:
         if "failed" in r:
             lines.append(f"{r['calls']:>5} (not set up)")
@@ -787,7 +797,7 @@ def format_table(runs: list[dict[str, Any]]) -> str:
             f"{r['calls']:>5} {r['forwarded_pps']:>10} {r['cpu_pct_of_one_core']:>9} "
             f"{_fmt(r['cpu_us_per_forwarded_packet']):>7} {_fmt(r['calls_per_core']):>10} "
             f"{_fmt(r['latency_ms_p50']):>7} {_fmt(r['latency_ms_p99']):>7} "
-            f"{r['loss_pct']:>7} {r['other_cpu_pct']:>7}  {r['bot_worker_cpu_pct']}")
+            f"{_loss(r):>13} {r['other_cpu_pct']:>7}  {r['bot_worker_cpu_pct']}")
     lines.append("(latency: server-side, kernel receive to send, bucket resolution; other %: "
                  "CPU of processes not in this run, in % of a core)")
     return "\n".join(lines)

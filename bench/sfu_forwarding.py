@@ -24,7 +24,8 @@ measured:
 - the server's CPU: user + system of the whole process, all its threads (/proc/<pid>/stat,
   10 ms ticks), as % of one core, per forwarded packet, and as calls per core (one core-second
   divided by the server's CPU seconds per call-second);
-- forwarded packets: the delta of `napalmsky_sfu_packets_forwarded_total` in `/metrics`;
+- forwarded packets: the delta of `napalmsky_sfu_packets_forwarded_total` in `/metrics`, per
+  second between the middles of the two requests (a busy server answers them late);
 - server-added latency p50/p99: from the delta of the `napalmsky_sfu_forward_latency_seconds`
   histogram (sfu/stats.py: kernel receive timestamp of the publisher's datagram to the last
   forwarded copy handed to the kernel; one RTP packet in 8 timed), interpolated linearly within
@@ -392,6 +393,7 @@ class Snapshot:
     busy: float  # the whole machine
     udp_drops: int  # the machine's UDP receive-buffer errors
     metrics: Samples
+    metrics_at: float  # the middle of the /metrics request: a busy server answers late
     workers: list[WorkerStatus]
 
     @classmethod
@@ -401,11 +403,13 @@ class Snapshot:
         cpu = process_cpu(server.pid)
         worker_cpu = [w.cpu() for w in workers]
         own, busy, drops = time.process_time(), machine_busy(), udp_receive_drops()
+        asked = time.monotonic()
         metrics = await read_metrics(http, server.url)
+        metrics_at = (asked + time.monotonic()) / 2
         await asyncio.sleep(max(0.0, at + 2 * SAMPLE_EVERY - time.monotonic()))
         statuses = await asyncio.gather(*(w.status() for w in workers))
         assert isinstance(metrics, dict)
-        return cls(at, cpu, worker_cpu, own, busy, drops, metrics,
+        return cls(at, cpu, worker_cpu, own, busy, drops, metrics, metrics_at,
                    [s for s in statuses if isinstance(s, WorkerStatus)])
 
     def counter(self, name: str) -> float:
@@ -473,6 +477,9 @@ def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]
     system = end.server_cpu[1] - begin.server_cpu[1]
     cpu = user + system
     forwarded = int(end.counter(FORWARDED) - begin.counter(FORWARDED))
+    # the counters' own window: from the middle of one /metrics request to the other's
+    counted = end.metrics_at - begin.metrics_at
+    forwarded_pps = forwarded / counted if counted > 0 else 0.0
     server = {key: int(end.counter(name) - begin.counter(name))
               for key, name in SERVER_COUNTERS.items()}
     before, after = begin.bot_counts(), end.bot_counts()
@@ -492,13 +499,15 @@ def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]
         "calls": calls,
         "seconds": round(window, 3),
         "forwarded_packets": forwarded,
-        "forwarded_pps": round(forwarded / window, 1),
-        "forwarded_mbps": round(server["forwarded_bytes"] * 8 / window / 1e6, 3),
+        "forwarded_pps": round(forwarded_pps, 1),
+        "forwarded_mbps": round(server["forwarded_bytes"] * 8 / counted / 1e6, 3)
+        if counted > 0 else 0.0,
         "cpu_seconds": round(cpu, 3),
         "cpu_user_seconds": round(user, 3),
         "cpu_system_seconds": round(system, 3),
         "cpu_pct_of_one_core": round(100 * cpu / window, 1),
-        "cpu_us_per_forwarded_packet": round(cpu / forwarded * 1e6, 2) if forwarded else None,
+        "cpu_us_per_forwarded_packet": round(cpu / window / forwarded_pps * 1e6, 2)
+        if forwarded_pps > 0 else None,
         "cpu_seconds_per_call_second": round(per_call_second, 5),
         "calls_per_core": round(1 / per_call_second, 1) if per_call_second > 0 else None,
         "latency_ms_p50": _ms(p50),

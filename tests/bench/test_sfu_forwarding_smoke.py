@@ -16,7 +16,9 @@ import pytest
 
 from bench.serve import BenchError
 from bench.sfu_forwarding import (
+    Snapshot,
     WorkerStatus,
+    bot_loss,
     bucket_percentile,
     context,
     format_report,
@@ -103,3 +105,23 @@ def test_bot_counts_are_read_at_a_common_instant_from_the_samples() -> None:
     assert status.at(10.3) == pytest.approx((130.0, 120.0, 0.1))
     assert status.at(11.0) == pytest.approx((140.0, 130.0, 0.6))  # none later: the last
     assert status.at(9.0) == pytest.approx((100.0, 90.0, 1.0))
+
+
+def _snapshot(at: float, samples: list[tuple[float, int, int]]) -> Snapshot:
+    status = WorkerStatus(counts={}, states={}, ready=0, late=0, errors=[], samples=samples)
+    return Snapshot(at=at, server_cpu=(0.0, 0.0), worker_cpu=[0.0], own_cpu=0.0, busy=0.0,
+                    udp_drops=0, metrics={}, metrics_at=at, workers=[status])
+
+
+def test_loss_is_the_trend_of_sent_minus_received_not_a_backlog_at_the_edge() -> None:
+    steady = [(t / 10, 100 * t, 98 * t) for t in range(101)]  # 1000 pkt/s, 2% lost
+    loss = bot_loss(_snapshot(0.0, steady), _snapshot(10.0, steady))
+    assert loss.loss_pct == pytest.approx(2.0)
+    assert loss.endpoints_pct == pytest.approx(2.0)
+    assert loss.uncertainty_pct == pytest.approx(0.0, abs=1e-6)
+
+    # nothing lost, but the receiving process was 0.2 s behind at the window's end
+    behind = [(t / 10, 100 * t, 100 * t - (200 if t == 100 else 0)) for t in range(101)]
+    loss = bot_loss(_snapshot(0.0, behind), _snapshot(10.0, behind))
+    assert loss.endpoints_pct == pytest.approx(2.0)
+    assert loss.loss_pct < 0.2 and loss.loss_pct <= loss.uncertainty_pct

@@ -61,6 +61,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import itertools
 import json
 import logging
 import math
@@ -119,6 +120,7 @@ HEARTBEAT_EVERY = 60.0  # presence lives 10 minutes without one
 COMMAND_TIMEOUT = 10.0
 SAMPLE_EVERY = 0.1  # seconds between a bot process's samples of its counts
 SAMPLES_KEPT = 12_000  # 20 minutes of them
+BUSY_LAG = 0.01  # seconds: a bot process whose loop runs this late on average is behind
 STOP_TIMEOUT = 15.0
 LOSS_LIMIT_PCT = 1.0  # saturation: where the loss first exceeds this
 FORWARDED = "napalmsky_sfu_packets_forwarded_total"
@@ -470,6 +472,18 @@ class BotLoss:
     sample_distance: float  # seconds: the farthest sample from a point it stood for
 
 
+def loop_lag(begin: Snapshot, end: Snapshot) -> list[tuple[float, float]]:
+    """Per bot process, how late its sampler ran in the window, (mean, max) in seconds: it
+    sleeps SAMPLE_EVERY between samples, so anything more is its event loop running behind
+    (its own work, or waiting for a core): the receive path waits as long."""
+    out = []
+    for status in end.workers:
+        times = [t for t, _, _ in status.samples[:-1] if begin.at <= t <= end.at]
+        steps = [b - a - SAMPLE_EVERY for a, b in itertools.pairwise(times)]
+        out.append((max(0.0, sum(steps) / len(steps)), max(steps)) if steps else (0.0, 0.0))
+    return out
+
+
 def bot_loss(begin: Snapshot, end: Snapshot) -> BotLoss:
     """Loss between what the bots sent and what the partner bots received, from each bot
     process's samples (one monotonic clock) read on a common grid over the window.
@@ -541,6 +555,7 @@ def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]
     worker_cpu = [round(100 * (e - b) / window, 1)
                   for b, e in zip(begin.worker_cpu, end.worker_cpu, strict=True)]
     late = sum(e.late - b.late for b, e in zip(begin.workers, end.workers, strict=True))
+    lag = loop_lag(begin, end)
     return {
         "calls": calls,
         "seconds": round(window, 3),
@@ -581,8 +596,11 @@ def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]
         "bot_rtx_received": sum(c.rtx_received for c in bots.values()),
         "bot_worker_cpu_pct": worker_cpu,
         "bot_late_restarts": late,
-        # a bot process near a full core, or media falling behind, means the bots set the pace
-        "bots_may_be_the_limit": late > 0 or any(c >= 90.0 for c in worker_cpu),
+        "bot_loop_lag_ms": [[round(1000 * mean, 1), round(1000 * most, 1)] for mean, most in lag],
+        # a bot process near a full core, its loop behind, or its media falling behind: the
+        # bots may set the pace (and a backlog in them shows as loss)
+        "bots_may_be_the_limit": late > 0 or any(c >= 90.0 for c in worker_cpu)
+        or any(mean >= BUSY_LAG for mean, _ in lag),
         "bench_cpu_pct": round(100 * (end.own_cpu - begin.own_cpu) / window, 1),
         # everything the machine's cores did in the window, and what of it was not this run
         "machine_busy_pct": round(100 * (end.busy - begin.busy) / window, 1),
@@ -828,7 +846,7 @@ def format_run(r: dict[str, Any]) -> str:
         f"UDP receive-buffer drops on the machine {r['udp_receive_buffer_drops']}",
         f"bots                sent {r['bot_packets_sent']}, received "
         f"{r['bot_packets_received']}; worker CPU {r['bot_worker_cpu_pct']}% of a core each, "
-        f"late restarts {r['bot_late_restarts']}"
+        f"loop lag mean/max {r['bot_loop_lag_ms']} ms, late restarts {r['bot_late_restarts']}"
         + ("  <- the bots may be the limit" if r["bots_may_be_the_limit"] else ""),
         f"machine CPU         {r['machine_busy_pct']}% of a core busy in all: server, bots, "
         f"this process {r['bench_cpu_pct']}%, other work {r['other_cpu_pct']}%",

@@ -39,9 +39,13 @@ measured:
   counts when its loop gets to a datagram) showed as +-1% at 10-40 calls on a loaded 2-core
   machine with no packet lost; that figure is printed too. Beside them: the loss from sequence
   gaps, and the machine's UDP receive-buffer drops (/proc/net/snmp, every process): on
-  loopback that is where datagrams are really lost;
-- each bot process's CPU (/proc), and how often its media fell behind real time (late
-  restarts), so a reader can tell whether the bots were the limit.
+  loopback that is where datagrams are really lost. A receiving bot whose loop cannot keep up
+  builds a backlog in user space (aioice's queue), which grows without a drop and shows here
+  as loss: see the bot lines;
+- each bot process's CPU (/proc), its event loop's lag (mean and worst, from its sampler) and
+  how often its media fell behind real time (late restarts), so a reader can tell whether the
+  bots were the limit; and the whole machine's busy CPU (/proc/stat) with the part that was
+  not this run (other work).
 
 `--saturate` raises the number of calls step by step until the loss first exceeds 1% (or the
 bots cannot all connect, or `--saturate-max` or `--time-limit` is reached) and reports the last
@@ -49,9 +53,10 @@ step under 1% and the first over.
 
 Limits: the bots run on the same machine as the server and share its cores (on a 2-core machine
 a few dozen aiortc bots take more CPU than the server: at saturation look at the bot processes'
-CPU before blaming the server); loopback has no real network; the latency is server-side only
-(kernel receive to send), not what a client sees; CPU of the signaling done before the window
-is not counted, and `/metrics` is read once inside it. It prints figures; it is not a test, and
+CPU and loop lag before blaming the server; other work on the machine starves them first);
+loopback has no real network; the latency is server-side only (kernel receive to send), not
+what a client sees; CPU of the signaling done before the window is not counted, and `/metrics`
+is read once inside it. It prints figures; it is not a test, and
 asserts nothing.
 """
 

@@ -33,15 +33,16 @@ measured:
 - loss: packets the bots sent that the partner bots did not receive, in % of those sent (each
   bot's raw counts; the bots send no NACKs, so this is loss without retransmission). Each bot
   process samples its counts every 0.1 s with time.monotonic() (one clock for all processes);
-  the samples are read on a common grid over the window, and the loss is the slope of
-  (sent - received) over time divided by the slope of sent, +- two standard errors. Compared
-  at the window's two instants alone, the backlog a busy bot holds in its socket buffer (it
-  counts when its loop gets to a datagram) showed as +-1% at 10-40 calls on a loaded 2-core
-  machine with no packet lost; that figure is printed too. Beside them: the loss from sequence
-  gaps, and the machine's UDP receive-buffer drops (/proc/net/snmp, every process): on
-  loopback that is where datagrams are really lost. A receiving bot whose loop cannot keep up
-  builds a backlog in user space (aioice's queue), which grows without a drop and shows here
-  as loss: see the bot lines;
+  the samples are read on a common grid over the window. sent - received is the packets lost
+  so far plus those in flight or waiting in a busy bot's socket buffer (it counts when its
+  loop gets to a datagram), never negative and smallest when the bots have caught up: the
+  loss is the growth of that floor from the window's first 2 s to its last 2 s. Compared at
+  the window's two instants alone, that backlog showed as +-1% at 10-40 calls on a loaded
+  2-core machine with no packet lost; a least-squares trend is tilted by a stall near an end
+  (+0.5% at 20 calls, no packet lost). Both are printed, and beside them the loss from
+  sequence gaps and the machine's UDP receive-buffer drops (/proc/net/snmp, every process):
+  on loopback that is where datagrams are really lost. A loss with neither gaps nor drops is
+  the bots' counting, not the server: see the bot lines;
 - each bot process's CPU (/proc), its event loop's lag (mean and worst, from its sampler) and
   how often its media fell behind real time (late restarts), so a reader can tell whether the
   bots were the limit; and the whole machine's busy CPU (/proc/stat) with the part that was
@@ -125,6 +126,7 @@ HEARTBEAT_EVERY = 60.0  # presence lives 10 minutes without one
 COMMAND_TIMEOUT = 10.0
 SAMPLE_EVERY = 0.1  # seconds between a bot process's samples of its counts
 SAMPLES_KEPT = 12_000  # 20 minutes of them
+FLOOR_SPAN = 2.0  # seconds at each end of the window where bot_loss looks for the floor
 BUSY_LAG = 0.01  # seconds: a bot process whose loop runs this late on average is behind
 STOP_TIMEOUT = 15.0
 LOSS_LIMIT_PCT = 1.0  # saturation: where the loss first exceeds this
@@ -471,7 +473,8 @@ def _ms(seconds: float | None) -> float | None:
 class BotLoss:
     sent: float  # packets all bots sent in the window (RTX apart)
     received: float  # and received
-    loss_pct: float  # from the trend, see bot_loss
+    loss_pct: float  # between the floors at the two ends of the window, see bot_loss
+    trend_pct: float  # the slope of sent - received over the slope of sent
     uncertainty_pct: float  # two standard errors of that trend
     endpoints_pct: float  # (sent - received) / sent between the two instants alone
     sample_distance: float  # seconds: the farthest sample from a point it stood for
@@ -494,10 +497,14 @@ def bot_loss(begin: Snapshot, end: Snapshot) -> BotLoss:
     process's samples (one monotonic clock) read on a common grid over the window.
 
     A bot process counts what it receives when its loop gets to the datagram: a busy one holds
-    a backlog in its socket buffer, which comes and goes. Compared at two instants only, the
-    difference of those backlogs shows as loss (or as a gain). Here the loss is the slope of
-    (sent - received) against time over the whole grid, divided by the slope of sent: a
-    backlog moves it only through its trend."""
+    a backlog in its socket buffer, which comes and goes (its loop stalls for up to a second on
+    a loaded machine). Compared at two instants only, the difference of those backlogs shows as
+    loss (or as a gain); a stall near an end of the window tilts a trend as well. On the grid,
+    D(t) = sent(t) - received(t) is the packets lost so far plus those in flight or waiting,
+    which is never negative and smallest when the bots have caught up: the loss is the
+    smallest D over the last FLOOR_SPAN seconds of the window minus the smallest D over its
+    first FLOOR_SPAN seconds, in % of what was sent. The trend (slope of D over slope of sent,
+    +- two standard errors) and the two-instant figure are given too."""
     step = SAMPLE_EVERY
     points = max(2, int((end.at - begin.at) / step) + 1)
     grid = [begin.at + i * (end.at - begin.at) / (points - 1) for i in range(points)]
@@ -520,9 +527,14 @@ def bot_loss(begin: Snapshot, end: Snapshot) -> BotLoss:
                                                                                  strict=True))
     stderr = math.sqrt(residual / (points - 2) / var_t) if points > 2 and var_t > 0 else 0.0
     total_sent, total_received = sent[-1] - sent[0], received[-1] - received[0]
+    edge = max(1, min(points // 4, round(FLOOR_SPAN / step)))
+    first = min(range(edge), key=lambda i: gap[i])
+    last = min(range(points - edge, points), key=lambda i: gap[i])
     return BotLoss(
         sent=total_sent, received=total_received,
-        loss_pct=_pct(max(0.0, slope_gap), slope_sent),
+        # over what was sent between the two floors
+        loss_pct=_pct(max(0.0, gap[last] - gap[first]), sent[last] - sent[first]),
+        trend_pct=_pct(max(0.0, slope_gap), slope_sent),
         uncertainty_pct=_pct(2 * stderr, slope_sent),
         endpoints_pct=round(100 * (total_sent - total_received) / total_sent, 3)
         if total_sent > 0 else 0.0,
@@ -585,10 +597,11 @@ def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]
         "latency_bucket_counts": [int(c - below) for (_, c), below in
                                   zip(latency, [0.0] + [c for _, c in latency], strict=False)],
         "loss_pct": loss.loss_pct,
-        "loss_basis": "bot packets sent vs partner packets received: the trend of their "
-                      "difference over the window (bot processes' samples every "
-                      f"{SAMPLE_EVERY:g} s)",
-        "loss_uncertainty_pct": loss.uncertainty_pct,
+        "loss_basis": "bot packets sent vs partner packets received: growth of the floor of "
+                      f"their difference from the window's first {FLOOR_SPAN:g} s to its last "
+                      f"(bot processes' samples every {SAMPLE_EVERY:g} s)",
+        "loss_trend_pct": loss.trend_pct,
+        "loss_trend_uncertainty_pct": loss.uncertainty_pct,
         "loss_endpoints_pct": loss.endpoints_pct,
         "loss_sample_distance_ms": round(loss.sample_distance * 1000, 1),
         "udp_receive_buffer_drops": end.udp_drops - begin.udp_drops,
@@ -844,8 +857,8 @@ def format_run(r: dict[str, Any]) -> str:
         f"{_fmt(r['latency_ms_p99'])} ms{over} ({r['latency_samples']} samples; bucket "
         f"resolution)",
         f"latency histogram   {_histogram(r)}",
-        f"loss                {r['loss_pct']}% +- {r['loss_uncertainty_pct']} (trend; "
-        f"{r['loss_endpoints_pct']}% from the end points alone; sent "
+        f"loss                {r['loss_pct']}% (floor; trend {r['loss_trend_pct']}% +- "
+        f"{r['loss_trend_uncertainty_pct']}, end points alone {r['loss_endpoints_pct']}%; sent "
         f"{r['bot_pps_sent_total']} vs received "
         f"{r['bot_pps_received_total']} packets/s); sequence gaps {r['gap_loss_pct']}%; "
         f"UDP receive-buffer drops on the machine {r['udp_receive_buffer_drops']}",
@@ -862,12 +875,12 @@ def format_run(r: dict[str, Any]) -> str:
 
 
 def _loss(r: dict[str, Any]) -> str:
-    return f"{r['loss_pct']}+-{r['loss_uncertainty_pct']}"
+    return f"{r['loss_pct']} ({r['loss_trend_pct']})"
 
 
 def format_table(runs: list[dict[str, Any]]) -> str:
     lines = [f"{'calls':>5} {'fwd pkt/s':>10} {'CPU %core':>9} {'us/pkt':>7} {'calls/core':>10} "
-             f"{'p50 ms':>7} {'p99 ms':>7} {'loss %':>13} {'other %':>7}  bot CPU %"]
+             f"{'p50 ms':>7} {'p99 ms':>7} {'loss % (trend)':>15} {'other %':>7}  bot CPU %"]
     for r in runs:
         if "failed" in r:
             lines.append(f"{r['calls']:>5} (not set up)")
@@ -876,7 +889,7 @@ def format_table(runs: list[dict[str, Any]]) -> str:
             f"{r['calls']:>5} {r['forwarded_pps']:>10} {r['cpu_pct_of_one_core']:>9} "
             f"{_fmt(r['cpu_us_per_forwarded_packet']):>7} {_fmt(r['calls_per_core']):>10} "
             f"{_fmt(r['latency_ms_p50']):>7} {_fmt(r['latency_ms_p99']):>7} "
-            f"{_loss(r):>13} {r['other_cpu_pct']:>7}  {r['bot_worker_cpu_pct']}")
+            f"{_loss(r):>15} {r['other_cpu_pct']:>7}  {r['bot_worker_cpu_pct']}")
     lines.append("(latency: server-side, kernel receive to send, bucket resolution; other %: "
                  "CPU of processes not in this run, in % of a core)")
     return "\n".join(lines)

@@ -895,6 +895,19 @@ def format_table(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _limit(runs: list[dict[str, Any]], calls: int | None) -> str:
+    """What the first step over the limit says of the bots and the machine."""
+    run = next((r for r in runs if r["calls"] == calls and "failed" not in r), None)
+    if run is None:
+        return ""
+    text = (f"\nat {calls} calls: server {run['cpu_pct_of_one_core']}% of a core, bots "
+            f"{run['bot_worker_cpu_pct']}%, machine {run['machine_busy_pct']}% of a core busy; "
+            f"sequence gaps {run['gap_loss_pct']}%, UDP drops {run['udp_receive_buffer_drops']}")
+    if run["bots_may_be_the_limit"]:
+        text += "; the bots may be the limit (see their loop lag)"
+    return text
+
+
 def format_report(report: dict[str, Any]) -> str:
     parts = [format_context(report)]
     parts += [format_run(r) for r in report["runs"]]
@@ -905,7 +918,7 @@ def format_report(report: dict[str, Any]) -> str:
         parts.append(
             f"saturation (loss > {sat['loss_limit_pct']}%): last step under "
             f"{_fmt(sat['last_under'])} calls, first over {_fmt(sat['first_over'])} calls; "
-            f"stopped by {sat['stopped_by']}")
+            f"stopped by {sat['stopped_by']}" + _limit(report["runs"], sat["first_over"]))
     return "\n\n".join(parts)
 
 

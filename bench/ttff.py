@@ -28,24 +28,28 @@ import contextlib
 import itertools
 import json
 import math
-import os
 import platform
-import secrets
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import aiohttp
+
+from bench.serve import (
+    BenchError,
+    Server,
+    load_average,
+    machine,
+    package_version,
+    running_server,
+)
 
 if TYPE_CHECKING:
     from playwright.async_api import ConsoleMessage, Page
@@ -75,7 +79,6 @@ SIDES = ("caller", "callee")
 SERVER_START_TIMEOUT = 60.0
 STEP_TIMEOUT = 20.0  # the longest any one page condition may take
 FIRST_FRAME_TIMEOUT = 30.0
-STOP_TIMEOUT = 20.0
 MAX_FAILURES_IN_A_ROW = 3
 
 # Click "Accept" and stamp the moment in one task of the callee's page: nothing runs between.
@@ -112,10 +115,6 @@ STATS_JS = """async () => {
 }"""
 FIRST_FRAME_JS = "() => !!(window.napalmsky && window.napalmsky.marks && " \
                  "window.napalmsky.marks.firstFrame !== undefined)"
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot go on (the server or the browser is not there)."""
 
 
 class TimeLimitReached(BenchError):
@@ -224,38 +223,7 @@ def summarize(samples: Sequence[Sample]) -> dict[str, Any]:
     return summary
 
 
-# ---------------------------------------------------------------- machine
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def load_average() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
-def machine() -> dict[str, Any]:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        usable = os.cpu_count() or 0
-    return {"cpu": cpu_model(), "cores": os.cpu_count() or 0, "usable_cores": usable,
-            "load_start": load_average(), "platform": platform.platform()}
-
-
-def package_version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "unknown"
+# ---------------------------------------------------------------- browser
 
 
 def find_chromium(explicit: str | None = None) -> str:
@@ -264,83 +232,6 @@ def find_chromium(explicit: str | None = None) -> str:
         raise BenchError("chromium is not installed (apt-get install chromium); "
                          "Playwright's own browser download is never used")
     return path
-
-
-# ---------------------------------------------------------------- the server
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """`napalmsky serve` in its own process, on 127.0.0.1 and a free port, in a temp data dir."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "server.log"
-        self.operator_token = secrets.token_urlsafe(32)  # for the SFU's room stats
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NAPALMSKY_")}
-        env.update(SERVER_ENV, NAPALMSKY_DATA_DIR=str(self.workdir / "data"),
-                   NAPALMSKY_ENV_FILE=str(self.workdir / "none.env"),
-                   NAPALMSKY_OPERATOR_TOKEN=self.operator_token)
-        with self.log_path.open("wb") as log:
-            # Its own session: a Ctrl-C reaches only us, and we stop it in order.
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "napalmsky", "serve", "--host", "127.0.0.1",
-                 "--port", str(self.port)],
-                cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True)
-
-    async def wait_ready(self, http: aiohttp.ClientSession, within: float) -> None:
-        """Polls /ready (the process gives no other sign that it serves)."""
-        deadline = time.monotonic() + within
-        while True:
-            if self.proc is None or self.proc.poll() is not None:
-                raise BenchError(f"napalmsky serve exited:\n{self.log_tail()}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-                async with http.get(f"{self.url}/ready",
-                                    timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                    if resp.status == 200 and (await resp.json()).get("status") == "ready":
-                        return
-            if time.monotonic() > deadline:
-                raise BenchError(f"napalmsky serve was not ready in {within:.0f} s:\n"
-                                 f"{self.log_tail()}")
-            await asyncio.sleep(0.1)
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no server log)"
-
-
-@contextlib.contextmanager
-def running_server(workdir: Path) -> Iterator[Server]:
-    server = Server(workdir)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 # ---------------------------------------------------------------- one call
@@ -618,7 +509,7 @@ async def run(calls: int, time_limit: float = 300.0, *, chromium: str | None = N
     failures: list[Failure] = []
     console: list[str] = []
     with tempfile.TemporaryDirectory(prefix="napalmsky-ttff-") as tmp, \
-            running_server(Path(tmp)) as server:
+            running_server(Path(tmp), SERVER_ENV) as server:
         report["server"] = {"url": server.url, "roles": "all",
                             "mode": "single-node: sqlite, in-process bus, local blobs"}
         try:

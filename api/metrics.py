@@ -62,6 +62,18 @@ class GaugeCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         for name, documentation, read in self._gauges:
             yield GaugeMetricFamily(name, documentation, value=read())
+        loop = GaugeMetricFamily("napalmsky_event_loop",
+                                 "1, labelled with the event loop this node runs on (uvloop "
+                                 "where installed, else asyncio).", labels=["loop"])
+        loop.add_metric([_loop_name()], 1)
+        yield loop
+
+
+def _loop_name() -> str:
+    try:
+        return type(asyncio.get_running_loop()).__module__.partition(".")[0]
+    except RuntimeError:  # scraped outside the loop (never in the server)
+        return "none"
 
 
 def _task_count() -> float:

@@ -66,7 +66,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import itertools
 import json
 import logging
@@ -140,6 +139,7 @@ SERVER_COUNTERS = {  # report key -> counter in /metrics
     "retransmitted": "napalmsky_sfu_retransmitted_packets_total",
     "packets_lost_upstream": "napalmsky_sfu_packets_lost_upstream_total",
     "srtp_errors": "napalmsky_sfu_srtp_errors_total",
+    "sfu_packets_not_forwarded": "napalmsky_sfu_packets_not_forwarded_total",
 }
 
 
@@ -147,9 +147,12 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def server_event_loop() -> str:
-    """What `napalmsky serve` runs on: uvloop when its interpreter (this one) can import it."""
-    return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+def server_event_loop(metrics: Samples) -> str | None:
+    """The event loop the server says it runs on (`napalmsky_event_loop{loop=...}`)."""
+    for name, labels in metrics:
+        if name == "napalmsky_event_loop":
+            return dict(labels).get("loop")
+    return None
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -576,6 +579,7 @@ def measure_window(calls: int, begin: Snapshot, end: Snapshot) -> dict[str, Any]
     return {
         "calls": calls,
         "seconds": round(window, 3),
+        "server_event_loop": server_event_loop(end.metrics),
         "forwarded_packets": forwarded,
         "forwarded_pps": round(forwarded_pps, 1),
         "forwarded_mbps": round(server["forwarded_bytes"] * 8 / counted / 1e6, 3)
@@ -765,7 +769,6 @@ def context(workers: int, server_env: Mapping[str, str]) -> dict[str, Any]:
                      "aiortc": package_version("aiortc")},
         "server": {"command": "python -m napalmsky serve", "roles": "all",
                    "mode": "single node: sqlite, in-process bus, local blobs",
-                   "event_loop": server_event_loop(),
                    "settings": _server_settings(server_env)},
         "bot_workers": workers,
         "bots": "loadtest CountingBot: pre-encoded VP8 640x360 ~1 Mbit/s 30 fps + Opus, "
@@ -820,7 +823,7 @@ def format_context(ctx: dict[str, Any]) -> str:
              or SERVER_ENV[k] != v}
     return "\n".join([
         "SFU forwarding through `napalmsky serve` (all roles, "
-        f"{server['event_loop']}, {server['mode']}); bots in {ctx['bot_workers']} processes",
+        f"{server['mode']}); bots in {ctx['bot_workers']} processes",
         f"machine   {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable); load average "
         f"{' '.join(map(str, m['load_start']))} before, "
         f"{' '.join(map(str, m.get('load_end', [])))} after",
@@ -846,7 +849,8 @@ def format_run(r: dict[str, Any]) -> str:
         return f"== {r['calls']} calls: not set up: {r['failed']} =="
     over = " (past the last bucket)" if r["latency_past_last_bucket"] else ""
     return "\n".join([
-        f"== {r['calls']} calls, {r['seconds']} s measured ==",
+        f"== {r['calls']} calls, {r['seconds']} s measured, server on "
+        f"{r['server_event_loop']} ==",
         f"forwarded           {r['forwarded_pps']} packets/s, {r['forwarded_mbps']} Mbit/s",
         f"server CPU          {r['cpu_seconds']} s (user {r['cpu_user_seconds']}, system "
         f"{r['cpu_system_seconds']}), {r['cpu_pct_of_one_core']}% of a core",
@@ -868,7 +872,8 @@ def format_run(r: dict[str, Any]) -> str:
         + ("  <- the bots may be the limit" if r["bots_may_be_the_limit"] else ""),
         f"machine CPU         {r['machine_busy_pct']}% of a core busy in all: server, bots, "
         f"this process {r['bench_cpu_pct']}%, other work {r['other_cpu_pct']}%",
-        f"server feedback     keyframe requests {r['keyframe_requests']}, NACKs sent "
+        f"server feedback     copies not forwarded {r['sfu_packets_not_forwarded']}, keyframe "
+        f"requests {r['keyframe_requests']}, NACKs sent "
         f"{r['nacks_sent']}, retransmitted {r['retransmitted']}, lost upstream "
         f"{r['packets_lost_upstream']}",
     ])

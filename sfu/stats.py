@@ -22,6 +22,7 @@ class Totals:
     packets_received: int = 0
     bytes_received: int = 0
     packets_forwarded: int = 0
+    packets_not_forwarded: int = 0
     bytes_forwarded: int = 0
     packets_lost_upstream: int = 0
     retransmitted: int = 0
@@ -84,6 +85,7 @@ def transport_totals(transport: Transport) -> Totals:
     totals.srtp_errors += transport.srtp_errors
     for consumer in transport.consumers.values():
         totals.packets_forwarded += consumer.packets
+        totals.packets_not_forwarded += consumer.dropped
         totals.bytes_forwarded += consumer.octets
         totals.retransmitted += consumer.retransmitted
     return totals
@@ -159,6 +161,10 @@ class SfuCollector(Collector):
             ("packets_forwarded", "RTP packets forwarded to subscribers.",
              totals.packets_forwarded),
             ("bytes_forwarded", "RTP bytes forwarded to subscribers.", totals.bytes_forwarded),
+            ("packets_not_forwarded",
+             "Copies of RTP packets a subscriber did not get: its connection not up yet, video "
+             "held back until a keyframe, a packet too old or too late to map.",
+             totals.packets_not_forwarded),
             ("packets_lost_upstream", "Packets publishers sent that never reached the SFU.",
              totals.packets_lost_upstream),
             ("retransmitted_packets", "Packets resent to subscribers answering their NACKs.",

@@ -43,6 +43,8 @@ async def test_one_call_through_napalmsky_serve_is_forwarded_and_measured() -> N
     assert report["bot_packets_received"] > 0
     assert report["bot_pps_received"]["audio"] > 0 and report["bot_pps_received"]["video"] > 0
     assert report["cpu_seconds"] > 0
+    assert report["server_event_loop"] == "uvloop"  # as `napalmsky serve` runs, from /metrics
+    assert report["sfu_packets_not_forwarded"] >= 0
     assert report["cpu_us_per_forwarded_packet"] > 0
     assert report["latency_samples"] > 0
     assert 0 < report["latency_ms_p50"] <= report["latency_ms_p99"]

@@ -8,7 +8,7 @@ from tests.signaling.conftest import Node
 
 
 def _gauge(text: str, name: str) -> float:
-    found = re.search(rf"^{name} (\S+)$", text, re.M)
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
     assert found, f"{name} missing from /metrics"
     return float(found.group(1))
 
@@ -20,6 +20,7 @@ async def test_sockets_and_tasks_are_gauged(node: Node) -> None:
     before = await scrape()
     assert _gauge(before, "napalmsky_ws_connections") == 0
     assert _gauge(before, "napalmsky_asyncio_tasks") >= 1
+    assert _gauge(before, 'napalmsky_event_loop{loop="asyncio"}') == 1  # pytest's loop
     a, b = await node.user("Ada"), await node.user("Bo")
     assert _gauge(await scrape(), "napalmsky_ws_connections") == 2
     await a.close()

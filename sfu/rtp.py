@@ -399,13 +399,17 @@ def _patch_in_place(
     out: bytearray | memoryview, ext_at: int, end: int, plan: ExtensionPlan,
     abs_send_time: int | None,
 ) -> bool:
-    """Rewrite a one-byte extension block where it lies, when the plan keeps every element
-    under its own id at its own length (the common case: both sides negotiated the same ids).
-    False when it cannot: then `out` may be half-patched and the caller rebuilds from scratch.
+    """Rewrite a one-byte extension block where it lies (RFC 8285 section 4.2), keeping its
+    length: an element the subscriber does not get becomes padding (zero bytes, which every
+    parser skips), an element under another subscriber id (1..14) gets that id in its header
+    byte, abs-send-time gets our send time and MID the subscriber's (when of the same length).
+    False when it cannot (another MID length, an id over 14) or when no element is left: then
+    `out` may be half-patched and the caller rebuilds from the original packet.
     """
     if out[ext_at] != 0xBE or out[ext_at + 1] != 0xDE:
         return False
     targets, actions, mid = plan.targets, plan.actions, plan.mid
+    kept = False
     i = ext_at + 4
     while i < end:
         b = out[i]
@@ -414,13 +418,21 @@ def _patch_in_place(
             continue
         xid = b >> 4
         if xid == 15:
-            return True
+            return kept
         length = (b & 0x0F) + 1
-        if i + 1 + length > end:
+        value_end = i + 1 + length
+        if value_end > end:
             raise ValueError(RTP_EXTENSION_TRUNCATED)
         action = actions[xid]
-        if action is ExtensionAction.DROP or targets[xid] != xid:
-            return False
+        if action is ExtensionAction.DROP:
+            out[i:value_end] = bytes(value_end - i)
+            i = value_end
+            continue
+        target = targets[xid]
+        if target != xid:
+            if target > 14:
+                return False
+            out[i] = (target << 4) | (b & 0x0F)
         if action is ExtensionAction.ABS_SEND_TIME and abs_send_time is not None:
             if length != 3:
                 return False
@@ -430,9 +442,10 @@ def _patch_in_place(
         elif action is ExtensionAction.MID:
             if length != len(mid):
                 return False
-            out[i + 1 : i + 1 + length] = mid
-        i += 1 + length
-    return True
+            out[i + 1 : value_end] = mid
+        kept = True
+        i = value_end
+    return kept  # nothing left: the caller removes the block and the X bit
 
 
 # --------------------------------------------------------------------------------------------

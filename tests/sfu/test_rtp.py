@@ -719,7 +719,9 @@ SAME_IDS = {AUDIO_LEVEL_URI: 1, ABS_SEND_TIME_URI: 2, MID_URI: 4}
     [
         ([(1, b"\xb8"), (2, b"\x4a\x6b\x30"), (4, b"1")], "7", True),  # same ids and lengths
         ([(2, b"\x4a\x6b\x30"), (4, b"1")], "video", False),  # MID changes length: rebuild
-        ([(1, b"\xb8"), (3, b"\x01\x60"), (4, b"1")], "1", False),  # id 3 unknown: dropped
+        # id 3 unknown: dropped, as padding in place (RFC 8285 4.2: zero bytes are skipped)
+        ([(1, b"\xb8"), (3, b"\x01\x60"), (4, b"1")], "1", True),
+        ([(3, b"\x01\x60")], "1", False),  # nothing left: rebuilt without a block
     ],
 )
 def test_in_place_patch_matches_the_rebuild(
@@ -736,6 +738,22 @@ def test_in_place_patch_matches_the_rebuild(
     assert out.endswith(b"frame")
     if patched:  # the in-place path leaves the block's length (and the packet's) as it was
         assert len(out) == len(packet)
+
+
+def test_in_place_patch_renumbers_and_pads() -> None:
+    # transport-cc dropped (the subscriber's downlink estimate is its own), ids renumbered
+    publisher = {AUDIO_LEVEL_URI: 1, ABS_SEND_TIME_URI: 2, TRANSPORT_CC_URI: 3, MID_URI: 4}
+    subscriber = {AUDIO_LEVEL_URI: 5, ABS_SEND_TIME_URI: 6, TRANSPORT_CC_URI: 3, MID_URI: 7}
+    plan = ExtensionPlan.build(publisher, subscriber, mid="1", drop=(TRANSPORT_CC_URI,))
+    packet = rtp(ext=one_byte([(1, b"\xb8"), (3, b"\x01\x60"), (2, b"\x4a\x6b\x30"),
+                               (4, b"0")]), payload=b"frame")
+    out = forward(packet, plan, abs_send_time=0x010203)
+    assert len(out) == len(packet)  # patched where it lay
+    assert header_extensions(out) == [(5, b"\xb8"), (6, b"\x01\x02\x03"), (7, b"1")]
+    assert out[12 + 4 + 2 : 12 + 4 + 5] == b"\x00\x00\x00"  # the dropped element, as padding
+    wide = ExtensionPlan.build(publisher, {**subscriber, AUDIO_LEVEL_URI: 100}, mid="1")
+    rebuilt = forward(packet, wide, abs_send_time=0x010203)  # id 100 needs the two-byte form
+    assert dict(header_extensions(rebuilt))[100] == b"\xb8"
 
 
 def test_in_place_patch_keeps_padding_between_elements() -> None:

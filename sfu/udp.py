@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-_SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", None)
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", None)
+# Python's socket module does not export SO_TIMESTAMPNS; Linux's value on the architectures
+# that share asm-generic/socket.h (x86, arm, arm64, riscv, ...) is 35, and SCM_TIMESTAMPNS is
+# the same number (socket(7)). Elsewhere the arrival time is the time of reading.
+_LINUX_GENERIC = sys.platform == "linux" and platform.machine() in (
+    "x86_64", "i686", "aarch64", "armv7l", "armv8l", "riscv64")
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if _LINUX_GENERIC else None)
+_SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", _SO_TIMESTAMPNS)
 _TIMESPEC = struct.Struct("@qq")  # struct timespec on Linux: seconds, nanoseconds
 READ_BATCH = 64  # datagrams read per wake-up before the loop gets a turn
 MAX_DATAGRAM = 65536  # bytes asked of recvmsg (the largest UDP payload fits)

@@ -16,16 +16,97 @@ least as long as a burst, and its last packet's send and arrival times are what 
 gradient compares. The estimator sees each group when the next one starts (one frame
 interval later, 33 ms at 30 fps).
 
+Two parts of aiortc's estimator cost more than the rest together and are replaced here by
+equivalents that give the same numbers (tests/sfu/test_bwe.py compares them): its incoming
+bit rate counter keeps a bucket per millisecond and walks every elapsed millisecond on each
+call (`WindowRate` keeps one entry per group), and its Kalman filter finds the smallest of the
+last 60 frame periods with a Python loop (`FastOveruseEstimator` with the built-in `min`).
+They rely on aiortc 1.16's attribute names (`incoming_bitrate`, `estimator`, `ts_delta_hist`),
+pinned with the rest in pyproject.toml and checked by tests/sfu/test_internals.py.
+
 Pure: no I/O, no clock (arrival times are passed in, in milliseconds).
 """
 
 from __future__ import annotations
 
-from aiortc.rate import RemoteBitrateEstimator
+from collections import deque
+
+from aiortc.rate import (
+    MIN_FRAME_PERIOD_HISTORY_LENGTH,
+    OveruseEstimator,
+    RemoteBitrateEstimator,
+)
 
 AST_MOD = 1 << 24  # abs-send-time is 24 bits of 6.18 fixed-point seconds
 AST_HALF = 1 << 23
 TS_HALF = 1 << 31  # RTP timestamps are 32 bits (RFC 3550 section 5.1)
+
+
+class WindowRate:
+    """aiortc's `RateCounter` (amount over a sliding window of `window_ms`, times `scale`) with
+    one entry per `add` instead of a bucket per millisecond; the same results."""
+
+    __slots__ = ("_count", "_entries", "_origin_ms", "_scale", "_total", "_window_ms")
+
+    def __init__(self, window_ms: int, scale: int = 8000) -> None:
+        self._window_ms = window_ms
+        self._scale = scale
+        self._entries: deque[tuple[int, int]] = deque()
+        self._origin_ms: int | None = None
+        self._total = 0
+        self._count = 0
+
+    def add(self, value: int, now_ms: int) -> None:
+        if self._origin_ms is None:
+            self._origin_ms = now_ms
+        else:
+            self._erase_old(now_ms)
+        self._entries.append((now_ms, value))
+        self._total += value
+        self._count += 1
+
+    def rate(self, now_ms: int) -> int | None:
+        if self._origin_ms is not None:
+            self._erase_old(now_ms)
+            active = now_ms - self._origin_ms + 1
+            if self._count > 0 and active > 1:
+                return round(self._scale * self._total / active)
+        return None
+
+    def reset(self) -> None:
+        self._entries.clear()
+        self._origin_ms = None
+        self._total = self._count = 0
+
+    def _erase_old(self, now_ms: int) -> None:
+        assert self._origin_ms is not None
+        new_origin = now_ms - self._window_ms + 1
+        if self._origin_ms < new_origin:
+            entries = self._entries
+            while entries and entries[0][0] < new_origin:
+                self._total -= entries.popleft()[1]
+                self._count -= 1
+            self._origin_ms = new_origin
+
+
+class FastOveruseEstimator(OveruseEstimator):
+    """aiortc's Kalman filter of the delay gradient, its minimum frame period found by `min`."""
+
+    def update_min_frame_period(self, ts_delta: float) -> float:
+        history: list[float] = self.ts_delta_hist
+        if len(history) >= MIN_FRAME_PERIOD_HISTORY_LENGTH:
+            del history[0]
+        smallest = min(history, default=ts_delta)
+        history.append(ts_delta)
+        return ts_delta if ts_delta < smallest else smallest
+
+
+def fast_estimator() -> RemoteBitrateEstimator:
+    """aiortc's RemoteBitrateEstimator with the two replacements above."""
+    estimator = RemoteBitrateEstimator()
+    estimator.incoming_bitrate = WindowRate(1000, 8000)  # type: ignore[assignment]
+    estimator.estimator = FastOveruseEstimator()
+    return estimator
 
 
 class FrameGroups:
@@ -39,7 +120,7 @@ class FrameGroups:
     __slots__ = ("_arrival", "_estimator", "_last", "_size", "_timestamp", "estimate", "groups")
 
     def __init__(self) -> None:
-        self._estimator = RemoteBitrateEstimator()
+        self._estimator = fast_estimator()
         self._timestamp: int | None = None  # RTP timestamp of the current group
         self._last = 0  # newest abs-send-time in the current group
         self._arrival = 0  # ms, arrival of the group's latest packet

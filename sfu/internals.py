@@ -29,6 +29,10 @@ keys (aiortc `RTCDtlsTransport`). The seams:
   `_rx_srtp` / `_tx_srtp` (pylibsrtp) are used directly. SRTP and SRTCP never enter aiortc: its
   RTP/RTCP parsers do not run on our datagrams.
 
+Two other modules lean on pinned internals for speed, each saying so: sfu/srtp.py calls
+libsrtp on pylibsrtp's `Session._srtp` context through its cffi binding, and sfu/bwe.py swaps two
+parts of aiortc's `RemoteBitrateEstimator` (`incoming_bitrate`, `estimator`) for cheaper ones.
+
 The versions are pinned exactly in pyproject.toml; `check_versions()` and
 tests/sfu/test_internals.py fail loudly when the installed aiortc or aioice differs or when one of
 these attributes is gone.

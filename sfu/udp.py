@@ -29,6 +29,7 @@ _LINUX_GENERIC = sys.platform == "linux" and platform.machine() in (
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if _LINUX_GENERIC else None)
 _SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", _SO_TIMESTAMPNS)
 _TIMESPEC = struct.Struct("@qq")  # struct timespec on Linux: seconds, nanoseconds
+_TIMESPEC_SIZE = _TIMESPEC.size
 READ_BATCH = 64  # datagrams read per wake-up before the loop gets a turn
 MAX_DATAGRAM = 65536  # bytes asked of recvmsg (the largest UDP payload fits)
 
@@ -97,13 +98,11 @@ class UdpReader:
             except OSError as exc:  # an ICMP error queued on the socket, say
                 log.debug("recvmsg failed: %s", exc)
                 return
-            arrival = 0.0
-            for level, kind, value in ancillary:
-                if level == socket.SOL_SOCKET and kind == _SCM_TIMESTAMPNS \
-                        and len(value) >= _TIMESPEC.size:
-                    seconds, nanoseconds = _TIMESPEC.unpack_from(value)
-                    arrival = seconds + nanoseconds / 1e9 + offset
-            if not arrival:
+            # The one control message asked for (SO_TIMESTAMPNS), if the kernel gave it.
+            if ancillary and len(ancillary[0][2]) >= _TIMESPEC_SIZE:
+                seconds, nanoseconds = _TIMESPEC.unpack_from(ancillary[0][2])
+                arrival = seconds + nanoseconds * 1e-9 + offset
+            else:
                 arrival = time.monotonic()
             source = (addr[0], addr[1])
             if data and data[0] < 4:

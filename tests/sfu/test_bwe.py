@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import pytest
-from aiortc.rate import RemoteBitrateEstimator
+from aiortc.rate import BandwidthUsage, OveruseEstimator, RateCounter, RemoteBitrateEstimator
 
-from sfu.bwe import AST_MOD, FrameGroups
+from sfu.bwe import AST_MOD, FastOveruseEstimator, FrameGroups, WindowRate
 
 Packet = tuple[int, int, int, int]  # RTP timestamp, abs-send-time, arrival ms, payload size
 
@@ -78,3 +79,41 @@ def test_timestamps_wrap_around() -> None:
             groups.add((start + k * 3000) % (1 << 32), (64 - 1) * 262144 % AST_MOD + k * 8738,
                        k * 33, 1000, 1)
     assert groups.groups == 9
+
+
+def test_the_cheaper_parts_give_aiortcs_numbers() -> None:
+    rng = random.Random(7)
+    ours, theirs = WindowRate(1000, 8000), RateCounter(1000, 8000)
+    now = 0
+    for _ in range(5000):
+        now += rng.choice([0, 1, 3, 33, 34, 400, 1500])
+        if rng.random() < 0.02:
+            ours.reset()
+            theirs.reset()
+        value = rng.randrange(2000)
+        ours.add(value, now)
+        theirs.add(value, now)
+        probe = now + rng.choice([0, 5, 999, 1000, 2500])
+        assert ours.rate(probe) == theirs.rate(probe)
+        now = max(now, probe)
+    fast, stock = FastOveruseEstimator(), OveruseEstimator()
+    for _ in range(2000):
+        args = (rng.randrange(0, 80), rng.uniform(0, 70), rng.randrange(-5000, 5000),
+                rng.choice(list(BandwidthUsage)), 0)
+        fast.update(*args)
+        stock.update(*args)
+        assert (fast.offset(), fast.num_of_deltas()) == (stock.offset(), stock.num_of_deltas())
+
+
+def test_frame_groups_run_aiortcs_estimator_unchanged() -> None:
+    stream = list(bottleneck(700_000, seconds=30, spacing=0.002))
+    ours = FrameGroups()
+    theirs = FrameGroups()
+    theirs._estimator = RemoteBitrateEstimator()  # stock parts
+    seen: list[tuple[int | None, int | None]] = []
+    for timestamp, sent, arrival_ms, size in stream:
+        ours.add(timestamp, sent, arrival_ms, size, 1)
+        theirs.add(timestamp, sent, arrival_ms, size, 1)
+        seen.append((ours.estimate, theirs.estimate))
+    assert all(a == b for a, b in seen)
+    assert seen[-1][0] is not None and seen[-1][0] < 700_000

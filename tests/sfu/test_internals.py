@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiortc
+import pylibsrtp
 import pytest
 from aioice import Connection, stun
 from aioice.ice import CandidatePair, StunProtocol, get_host_addresses
 from aiortc import RTCPeerConnection
+from aiortc.rate import OveruseEstimator, RateCounter, RemoteBitrateEstimator
 from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate, RTCDtlsTransport
 from OpenSSL import SSL
 
@@ -74,6 +76,13 @@ def test_instance_internals_exist() -> None:
     dtls = RTCDtlsTransport(internals.IceShim(None), [RTCCertificate.generateCertificate()])  # type: ignore[arg-type]
     for attr in ("_rx_srtp", "_tx_srtp", "_ssl", "_role", "_state"):
         assert hasattr(dtls, attr), attr
+    # sfu.bwe replaces two parts of aiortc's receive-side estimator by attribute
+    estimator = RemoteBitrateEstimator()
+    assert isinstance(estimator.incoming_bitrate, RateCounter)
+    assert isinstance(estimator.estimator, OveruseEstimator)
+    assert isinstance(OveruseEstimator().ts_delta_hist, list)
+    # sfu.srtp calls libsrtp on pylibsrtp's context
+    assert pylibsrtp.Session()._srtp[0] is not None
 
 
 def test_the_sfu_certificate_offers_rsa_and_ecdsa_suites() -> None:

@@ -339,3 +339,18 @@ def test_serve_raises_its_open_file_limit_to_the_hard_limit(tmp_path: Path) -> N
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def test_the_node_settles_its_garbage_collector() -> None:
+    import gc
+
+    from napalmsky.cli import GC_THRESHOLDS, settle_garbage_collector
+
+    before = gc.get_threshold()
+    try:
+        settle_garbage_collector()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert gc.get_freeze_count() > 1000  # the start-up heap is out of the collector's view
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -31,7 +31,11 @@ _SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", _SO_TIMESTAMPNS)
 _TIMESPEC = struct.Struct("@qq")  # struct timespec on Linux: seconds, nanoseconds
 _TIMESPEC_SIZE = _TIMESPEC.size
 READ_BATCH = 64  # datagrams read per wake-up before the loop gets a turn
-MAX_DATAGRAM = 65536  # bytes asked of recvmsg (the largest UDP payload fits)
+# Bytes asked of recvmsg: more than any datagram WebRTC sends (RTP/RTCP/DTLS/STUN fit a path MTU
+# of 1500; browsers keep RTP near 1200). A 64 KiB request made glibc grow and trim its heap on
+# every datagram (page faults on each read); a larger datagram is dropped and counted.
+MAX_DATAGRAM = 4096
+_MSG_TRUNC = socket.MSG_TRUNC
 
 Address = tuple[str, int]
 # (datagram, arrival on the monotonic clock in seconds, source address or None when relayed
@@ -65,6 +69,7 @@ class UdpReader:
         self._routes = routes
         self._default = default
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.truncated = 0  # datagrams over MAX_DATAGRAM, dropped
         self.timestamps = False
         if _SO_TIMESTAMPNS is not None:
             try:
@@ -92,12 +97,15 @@ class UdpReader:
         offset = time.monotonic() - time.time()  # kernel stamps are CLOCK_REALTIME
         for _ in range(READ_BATCH):
             try:
-                data, ancillary, _flags, addr = sock.recvmsg(MAX_DATAGRAM, ancillary_size)
+                data, ancillary, flags, addr = sock.recvmsg(MAX_DATAGRAM, ancillary_size)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # an ICMP error queued on the socket, say
                 log.debug("recvmsg failed: %s", exc)
                 return
+            if flags & _MSG_TRUNC:
+                self.truncated += 1  # larger than any WebRTC datagram: not ours
+                continue
             # The one control message asked for (SO_TIMESTAMPNS), if the kernel gave it.
             if ancillary and len(ancillary[0][2]) >= _TIMESPEC_SIZE:
                 seconds, nanoseconds = _TIMESPEC.unpack_from(ancillary[0][2])

@@ -6,7 +6,7 @@ import asyncio
 import socket
 import time
 
-from sfu.udp import UdpReader
+from sfu.udp import MAX_DATAGRAM, UdpReader
 from tests.sfu.conftest import wait_for
 
 
@@ -29,6 +29,27 @@ async def test_arrival_is_the_kernels_receive_time() -> None:
         # stamped when the kernel queued it, not when it was read 50 ms later
         assert sent - 0.005 <= arrival <= sent + 0.02
         assert handled - arrival >= 0.045
+    finally:
+        reader.detach()
+        server.close()
+        client.close()
+
+
+async def test_an_oversized_datagram_is_dropped_and_counted() -> None:
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    got: list[bytes] = []
+    reader = UdpReader(server, lambda data, addr: None, {},
+                       lambda data, arrival, source: got.append(data))
+    try:
+        reader.attach(asyncio.get_running_loop())
+        client.sendto(b"\x80" * (MAX_DATAGRAM + 1), server.getsockname())
+        client.sendto(b"\x80" * MAX_DATAGRAM, server.getsockname())
+        await wait_for(lambda: bool(got))
+        assert got == [b"\x80" * MAX_DATAGRAM]
+        assert reader.truncated == 1
     finally:
         reader.detach()
         server.close()

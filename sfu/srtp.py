@@ -42,7 +42,9 @@ class _Buffer:
 
 RECEIVE = _Buffer()
 SEND = _Buffer()
-SEND_VIEW: memoryview = SEND.view  # where a consumer writes the packet `protect_in_place` sends
+# Where a consumer writes the packet `protect_in_place` sends: MAX_PACKET bytes, so that the
+# trailer libsrtp appends always fits the buffer behind it.
+SEND_VIEW: memoryview = SEND.view[:MAX_PACKET]
 
 
 def check_version() -> None:
@@ -84,6 +86,8 @@ class SrtpSession:
         """Encrypt the `length`-byte RTP packet at the start of `SEND_VIEW`; returns the SRTP
         datagram (a view of the send buffer, valid until the next call). Raises
         pylibsrtp.Error (e.g. a sequence number libsrtp will not send twice)."""
+        if not 0 < length <= MAX_PACKET:
+            raise Error("packet is too long")
         buf = SEND
         buf.length[0] = length
         rc = lib.srtp_protect(self._ctx, buf.cdata, buf.length)

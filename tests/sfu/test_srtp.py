@@ -9,7 +9,7 @@ import pylibsrtp
 import pytest
 from pylibsrtp import Policy, Session
 
-from sfu.srtp import SEND_VIEW, SrtpSession, check_version
+from sfu.srtp import MAX_PACKET, SEND_VIEW, SrtpSession, check_version
 
 
 def sessions() -> tuple[Session, Session]:
@@ -59,3 +59,13 @@ def test_protect_copies_a_packet_into_the_send_buffer() -> None:
     ours = SrtpSession(tx)
     retransmission = rtp(7, b"\x22" * 300)
     assert rx.unprotect(bytes(ours.protect(retransmission))) == retransmission
+
+
+def test_the_trailer_always_fits_behind_the_send_view() -> None:
+    tx, _ = sessions()
+    ours = SrtpSession(tx)
+    assert len(SEND_VIEW) == MAX_PACKET
+    with pytest.raises(pylibsrtp.Error):
+        ours.protect_in_place(MAX_PACKET + 1)
+    with pytest.raises(pylibsrtp.Error):
+        ours.protect(bytes(MAX_PACKET + 1))

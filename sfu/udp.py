@@ -35,7 +35,7 @@ READ_BATCH = 64  # datagrams read per wake-up before the loop gets a turn
 # of 1500; browsers keep RTP near 1200). A 64 KiB request made glibc grow and trim its heap on
 # every datagram (page faults on each read); a larger datagram is dropped and counted.
 MAX_DATAGRAM = 4096
-_MSG_TRUNC = socket.MSG_TRUNC
+_MSG_TRUNC = int(socket.MSG_TRUNC)  # a plain int: IntFlag.__and__ is Python code
 
 Address = tuple[str, int]
 # (datagram, arrival on the monotonic clock in seconds, source address or None when relayed

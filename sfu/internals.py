@@ -18,7 +18,8 @@ keys (aiortc `RTCDtlsTransport`). The seams:
   `Message.check_message_integrity`), responses by address or by the transaction ids in
   `StunProtocol.transactions`, and media by remote address. Datagrams relayed by TURN arrive
   through `Connection.data_received`, replaced per instance so they never queue in aioice.
-  We send on the nominated pair (`_nominated[1]`, `CandidatePair.protocol/remote_addr`). An
+  We send on the nominated pair (`_nominated[1]`, `CandidatePair.protocol/remote_addr`). DTLS is
+  taken from any remote address of the session's check list (`_check_list`). An
   ICE restart (new ufrag/pwd in a re-offer, RFC 8445 section 9) is a new `Connection` with new
   credentials and sockets (or a new session on the shared ones); media keeps flowing on the
   old pair until the new one is nominated.
@@ -300,6 +301,17 @@ class IceGeneration:
         host, port = pair.remote_addr
         return str(host), int(port)
 
+    def knows(self, address: tuple[str, int]) -> bool:
+        """Is `address` one of this session's candidate pairs' remote addresses (a candidate
+        the peer signalled, or a peer-reflexive one learned from its authenticated checks)?
+        The controlling agent may move to another valid pair at any time (RFC 8445 section
+        8.1.1), so its DTLS can come from any of them, not only the one nominated first."""
+        for pair in self.connection._check_list:
+            host, port = pair.remote_addr
+            if port == address[1] and host == address[0]:
+                return True
+        return False
+
     async def close(self) -> None:
         if self.closed:
             return
@@ -424,6 +436,10 @@ class IceAgent:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def knows(self, address: tuple[str, int]) -> bool:
+        """Has the current or pending ICE session a candidate pair with this remote address?"""
+        return any(g is not None and g.knows(address) for g in (self.current, self.pending))
 
     def send(self, data: bytes | memoryview) -> bool:
         """Send a datagram on the selected pair; False (dropped) when there is none yet."""

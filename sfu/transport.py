@@ -258,12 +258,14 @@ class Transport:
                 log.exception("datagram handling failed for %s", self.user_id)
             return
         if source is not None and data and 19 < data[0] < 64:
-            # DTLS only from the selected pair's address: a stranger who learned our port
-            # must not feed the handshake (SRTP needs no such check: it is authenticated).
-            # (Before a pair is selected a ClientHello may come early: it waits in the queue.)
+            # DTLS only from the peer's candidate addresses: a stranger who learned our port
+            # must not feed the handshake (SRTP needs no such check: it is authenticated). Not
+            # only from the pair nominated first: the browser may move to another valid pair,
+            # and its last flight then comes from there. (Before a pair is selected a
+            # ClientHello may come early: it waits in the queue.)
             current = self.ice.current
             remote = current.remote_address() if current is not None else None
-            if remote is not None and remote != source:
+            if remote is not None and remote != source and not self.ice.knows(source):
                 self.stray_datagrams += 1
                 return
         try:

@@ -65,7 +65,8 @@ def test_the_seams_exist(owner: type, name: str) -> None:
 def test_instance_internals_exist() -> None:
     connection = Connection(ice_controlling=False)
     for attr in ("_local_candidates_start", "_local_candidates_end", "_protocols",
-                 "_local_candidates", "_nominated", "_use_ipv4", "_use_ipv6", "turn_server"):
+                 "_local_candidates", "_nominated", "_use_ipv4", "_use_ipv6", "turn_server",
+                 "_check_list"):
         assert hasattr(connection, attr), attr
     for attr in ("protocol", "remote_addr"):
         assert attr in CandidatePair.__init__.__code__.co_names or hasattr(CandidatePair, attr)

@@ -175,3 +175,19 @@ async def test_dtls_from_an_address_other_than_the_peers_is_dropped(sfu: SfuHarn
     alice_t._on_datagram(b"\x16\xfe\xfd" + bytes(40), 0.0, ("127.0.0.9", 4444))
     assert alice_t.stray_datagrams == stray + 1
     assert alice_t.dtls.shim.queue.qsize() == queued
+
+
+async def test_dtls_from_another_candidate_of_the_peer_is_taken(sfu: SfuHarness) -> None:
+    """The controlling browser may move to another valid pair after the first nomination
+    (RFC 8445 section 8.1.1): its DTLS from that pair's address must reach the handshake."""
+    _, _, alice_t, _ = await call(sfu, "dtls-moved")
+    generation = alice_t.ice.current
+    assert generation is not None and generation.remote_address() is not None
+    await generation.add_remote_candidates(
+        ["candidate:9 1 udp 2122260223 127.0.0.1 5555 typ host"])
+    assert alice_t.ice.knows(("127.0.0.1", 5555))
+    stray = alice_t.stray_datagrams
+    queued = alice_t.dtls.shim.queue.qsize()
+    alice_t._on_datagram(b"\x16\xfe\xfd" + bytes(40), 0.0, ("127.0.0.1", 5555))
+    assert alice_t.stray_datagrams == stray
+    assert alice_t.dtls.shim.queue.qsize() == queued + 1

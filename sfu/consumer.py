@@ -29,7 +29,6 @@ from sfu.forwarding import (
 from sfu.negotiation import SectionPlan
 from sfu.rtp import (
     TRANSPORT_CC_URI,
-    ExtensionAction,
     ExtensionPlan,
     RtcpSenderReport,
     abs_send_time_of,
@@ -80,7 +79,6 @@ class Consumer:
         self._cache = PacketCache()
         self._nacks = NackResponder(self._cache)
         self._plan: ExtensionPlan | None = None
-        self._stamps_send_time = False  # abs-send-time gets our send time (RFC 8285 element)
         self._payload_type = 0
         self._rtx_payload_type: int | None = None
         self._rtx_seq = 0
@@ -158,8 +156,6 @@ class Consumer:
                 producer.extensions, section.extensions, mid=section.mid,
                 drop=(TRANSPORT_CC_URI,),
             )
-            self._stamps_send_time = (not self._plan.verbatim and ExtensionAction.ABS_SEND_TIME
-                                      in self._plan.actions)
 
     def forward(self, data: bytes, start: int, end: int, now: float) -> None:
         """Send a copy of `data` (payload at data[start:end], as the producer validated it),
@@ -194,13 +190,14 @@ class Consumer:
                     del gaps[next(iter(gaps))]  # too old to be filled: stays unsent
             elif step >= 0x8000 and self._gaps.pop(seq, False) is None:
                 self._unsent -= 1  # a late packet (a retransmission) filled a gap
+        plan = self._plan
         abs_send_time = None
-        if self._stamps_send_time:
+        if plan is not None and plan.stamps_send_time:
             abs_send_time = abs_send_time_of(self.clock.time())
         try:
             length = rewrite_into(
                 SEND_VIEW, data, ssrc=self.ssrc, payload_type=self._payload_type,
-                sequence_number=seq, timestamp=ts, plan=self._plan, abs_send_time=abs_send_time,
+                sequence_number=seq, timestamp=ts, plan=plan, abs_send_time=abs_send_time,
             )
         except ValueError:
             self.dropped += 1

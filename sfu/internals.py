@@ -69,7 +69,7 @@ from OpenSSL import SSL
 
 from sfu.mux import MuxSession, UdpMux
 from sfu.ports import bind_udp_in_range
-from sfu.udp import DatagramHandler, SocketTransport, UdpReader
+from sfu.udp import DatagramHandler, SocketTransport, UdpReader, send_datagram
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ class IceGeneration:
         # The send route, worked out again whenever aioice nominates another pair.
         self._nominated: dict[int, Any] = self.connection._nominated
         self._pair: Any = None
-        self._sendto: Callable[[Any, tuple[str, int]], Any] | None = None  # our own socket's
+        self._sock: socket.socket | None = None  # the pair's socket, when it is one of ours
         self._addr: tuple[str, int] = ("", 0)
 
     @property
@@ -276,18 +276,12 @@ class IceGeneration:
             transport = pair.protocol.transport
             self._pair = pair
             self._addr = pair.remote_addr
-            self._sendto = transport.sock.sendto if isinstance(transport, SocketTransport) \
-                else None
-        sendto = self._sendto
-        if sendto is None:
+            self._sock = transport.sock if isinstance(transport, SocketTransport) else None
+        sock = self._sock
+        if sock is None:
             pair.protocol.transport.sendto(bytes(data), self._addr)
-            return True
-        try:
-            sendto(data, self._addr)
-        except (BlockingIOError, InterruptedError):
-            pass  # the send buffer is full: UDP drops it
-        except OSError as exc:  # the socket closed under a late send, an ICMP error
-            log.debug("sendto %s failed: %s", self._addr, exc)
+        else:
+            send_datagram(sock, data, self._addr)
         return True
 
     @property

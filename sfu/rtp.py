@@ -331,6 +331,7 @@ class ExtensionPlan:
     mid: bytes
     verbatim: bool
     verbatim_without_abs_send_time: bool
+    stamps_send_time: bool  # `rewrite` writes the given send time into abs-send-time
 
     @classmethod
     def build(
@@ -364,12 +365,14 @@ class ExtensionPlan:
             actions[pub_id] = action
         same = dict(publisher) == dict(subscriber) and not set(drop) & set(publisher)
         without_abs = same and MID_URI not in subscriber
+        verbatim = without_abs and ABS_SEND_TIME_URI not in subscriber
         return cls(
             targets=tuple(targets),
             actions=tuple(actions),
             mid=mid_bytes,
-            verbatim=without_abs and ABS_SEND_TIME_URI not in subscriber,
+            verbatim=verbatim,
             verbatim_without_abs_send_time=without_abs,
+            stamps_send_time=not verbatim and ExtensionAction.ABS_SEND_TIME in actions,
         )
 
 

@@ -94,11 +94,3 @@ class SrtpSession:
         if rc != _OK:
             raise _error(rc)
         return buf.view[: buf.length[0]]
-
-    def protect(self, data: bytes | bytearray) -> memoryview:
-        """`protect_in_place` for a packet held elsewhere (a retransmission)."""
-        n = len(data)
-        if n > MAX_PACKET:
-            raise Error("packet is too long")
-        SEND.view[:n] = data
-        return self.protect_in_place(n)

@@ -42,7 +42,7 @@ from sfu.rtp import (
     iter_rtcp,
 )
 from sfu.sdp import parse as parse_sdp
-from sfu.srtp import SrtpSession
+from sfu.srtp import SEND_VIEW, SrtpSession
 from sfu.stats import LATENCY_SAMPLE_EVERY
 from sfu.twcc import TransportCcRecorder, transport_sequence_number
 
@@ -291,13 +291,10 @@ class Transport:
                 else:
                     self.stray_datagrams += 1
                 return
-            if len(data) < 12:
-                self.stray_datagrams += 1
-                return
-            if 192 <= data[1] <= 223:
+            if len(data) >= 12 and 192 <= data[1] <= 223:
                 self._receive_rtcp(rx, data)
-            else:
-                self._receive_rtp(rx, data, arrival)
+            else:  # shorter than an RTP header (RTP itself took _on_datagram's fast path)
+                self.stray_datagrams += 1
         elif 19 < first < 64:
             self.dtls.shim.feed(data)
         else:
@@ -413,15 +410,13 @@ class Transport:
     # ---- sending (used by producers and consumers) ----
 
     def send_rtp(self, data: bytes | bytearray) -> bool:
-        """Protect and send one RTP packet; False when it could not go out (not connected)."""
-        tx = self._tx
-        if tx is None or self.closed:
+        """Protect and send one RTP packet held elsewhere (a retransmission); False when it
+        could not go out (not connected, too long)."""
+        length = len(data)
+        if length > len(SEND_VIEW):
             return False
-        try:
-            protected = tx.protect(data)
-        except pylibsrtp.Error:
-            return False
-        return self.ice.send(protected)
+        SEND_VIEW[:length] = data
+        return self.send_rtp_buffer(length)
 
     def send_rtp_buffer(self, length: int) -> bool:
         """Protect in place and send the `length`-byte RTP packet a consumer wrote at the start

@@ -23,11 +23,11 @@ log = logging.getLogger(__name__)
 
 # Python's socket module does not export SO_TIMESTAMPNS; Linux's value on the architectures
 # that share asm-generic/socket.h (x86, arm, arm64, riscv, ...) is 35, and SCM_TIMESTAMPNS is
-# the same number (socket(7)). Elsewhere the arrival time is the time of reading.
+# the same number (socket(7)); only that message is asked for. Elsewhere the arrival time is
+# the time of reading.
 _LINUX_GENERIC = sys.platform == "linux" and platform.machine() in (
     "x86_64", "i686", "aarch64", "armv7l", "armv8l", "riscv64")
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35 if _LINUX_GENERIC else None)
-_SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", _SO_TIMESTAMPNS)
 _TIMESPEC = struct.Struct("@qq")  # struct timespec on Linux: seconds, nanoseconds
 _TIMESPEC_SIZE = _TIMESPEC.size
 READ_BATCH = 64  # datagrams read per wake-up before the loop gets a turn
@@ -168,7 +168,7 @@ class SocketTransport(asyncio.DatagramTransport):
         raise NotImplementedError
 
 
-def send_datagram(sock: socket.socket, data: bytes, addr: Address) -> None:
+def send_datagram(sock: socket.socket, data: bytes | memoryview, addr: Address) -> None:
     """Send one datagram; UDP semantics: a full send buffer or an error drops it."""
     try:
         sock.sendto(data, addr)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from aiortc.rate import BandwidthUsage, OveruseEstimator, RateCounter, RemoteBitrateEstimator
 
-from sfu.bwe import AST_MOD, FastOveruseEstimator, FrameGroups, WindowRate
+from sfu.bwe import AST_MOD, PENDING_GROUPS, FastOveruseEstimator, FrameGroups, WindowRate
 
 Packet = tuple[int, int, int, int]  # RTP timestamp, abs-send-time, arrival ms, payload size
 
@@ -117,3 +117,23 @@ def test_frame_groups_run_aiortcs_estimator_unchanged() -> None:
         seen.append((ours.estimate, theirs.estimate))
     assert all(a == b for a, b in seen)
     assert seen[-1][0] is not None and seen[-1][0] < 700_000
+
+
+def test_batched_groups_give_the_estimates_of_groups_run_at_once() -> None:
+    # The estimator runs on completed groups in batches (when the estimate is read, or when
+    # PENDING_GROUPS wait); reading after every packet runs it on each group at once. Both
+    # see the same groups in the same order: the same estimate whenever it is read.
+    stream = list(bottleneck(800_000, seconds=20, spacing=0.003))
+    eager, batched = FrameGroups(), FrameGroups()
+    checked = 0
+    for n, (timestamp, sent, arrival_ms, size) in enumerate(stream):
+        eager.add(timestamp, sent, arrival_ms, size, 1)
+        batched.add(timestamp, sent, arrival_ms, size, 1)
+        eager_estimate = eager.estimate
+        if n % 241 == 0:  # read now and then, at no particular group boundary
+            assert batched.estimate == eager_estimate
+            checked += 1
+        assert len(batched._pending) < PENDING_GROUPS
+    assert checked > 5
+    assert batched.estimate == eager.estimate is not None
+    assert batched.groups == eager.groups == len(stream) // 4 - 1

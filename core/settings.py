@@ -8,6 +8,7 @@ SettingsError naming the variable; nothing starts with a half-understood configu
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -15,6 +16,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from core.iceurl import parse_ice_url
 
 
 class SettingsError(ValueError):
@@ -98,6 +101,20 @@ class Settings:
     reconnect_grace: float
     cooldown_hours: int
     ice_servers: tuple[str, ...]
+    ice_servers_by_region: tuple[tuple[str, tuple[str, ...]], ...]
+    turn_secrets: tuple[str, ...]
+    turn_ttl: int
+    turn_realm: str
+    turn_listen_ips: tuple[str, ...]
+    turn_port: int
+    turn_tls_port: int
+    turn_tls_cert: str | None
+    turn_tls_key: str | None
+    turn_relay_ips: tuple[str, ...]
+    turn_external_ips: tuple[str, ...]
+    turn_relay_port_min: int
+    turn_relay_port_max: int
+    turn_allowed_peers: tuple[str, ...]
 
     @property
     def is_sqlite(self) -> bool:
@@ -237,15 +254,49 @@ def _video_codec(raw: str) -> str:
     return raw.lower()
 
 
-_ICE_URL = re.compile(r"^(stun|turn|turns):[A-Za-z0-9.\-\[\]:]+(\?transport=(udp|tcp))?$")
-
-
 def _ice_urls(raw: str) -> tuple[str, ...]:
     urls = tuple(p.strip() for p in raw.split(",") if p.strip())
     for url in urls:
-        if not _ICE_URL.match(url):
-            raise ValueError(f"{url!r} is not a stun:, turn: or turns: URL")
+        parse_ice_url(url)  # raises IceUrlError (a ValueError) naming the URL
     return urls
+
+
+def _ice_urls_by_region(raw: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise ValueError('expected a JSON object: {"region": ["turn:...", ...], ...}') from None
+    if not isinstance(value, dict):
+        raise ValueError('expected a JSON object: {"region": ["turn:...", ...], ...}')
+    regions: list[tuple[str, tuple[str, ...]]] = []
+    for region, urls in value.items():
+        if not _NAME.match(region):
+            raise ValueError(f"{region!r} is not a region name")
+        if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+            raise ValueError(f"region {region!r}: expected a list of URL strings")
+        regions.append((region, _ice_urls(",".join(urls))))
+    return tuple(sorted(regions))
+
+
+def _turn_secrets(raw: str) -> tuple[str, ...]:
+    found = tuple(p.strip() for p in raw.split(",") if p.strip())
+    for secret in found:
+        if len(secret) < 16:
+            raise ValueError("each secret needs at least 16 characters")
+    return found
+
+
+def _external_ips(raw: str) -> tuple[str, ...]:
+    def one(part: str) -> str:
+        pair = part.split("/")
+        try:
+            if len(pair) > 2:
+                raise ValueError
+            return "/".join(str(ipaddress.ip_address(a)) for a in pair)
+        except ValueError:
+            raise ValueError(f"{part!r}: expected an address or public/private") from None
+
+    return tuple(one(p.strip()) for p in raw.split(",") if p.strip())
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -445,8 +496,48 @@ SETTINGS: tuple[Setting, ...] = (
             "Hours two people who had a call cannot be matched again (0: no cooldown, for "
             "load-test and demo targets)."),
     Setting("ice_servers", "NAPALMSKY_ICE_SERVERS", _ice_urls, "",
-            "Comma list of STUN/TURN URLs handed to clients in `call:start` (TURN credentials "
-            "come with the TURN work). Default: none (host candidates only)."),
+            "Comma list of STUN/TURN URLs (RFC 7064/7065: `stun:host:3478`, "
+            "`turn:host:3478?transport=udp`, `turn:host:3478?transport=tcp`, `turns:host:443`) "
+            "handed to clients of every region without a list of its own, TURN with a fresh "
+            "credential. Default: none (host candidates only; no STUN server is contacted)."),
+    Setting("ice_servers_by_region", "NAPALMSKY_ICE_SERVERS_BY_REGION", _ice_urls_by_region,
+            None, 'ICE server URLs per region, a JSON object: `{"eu": ["turn:turn-eu.example.com'
+            ':3478?transport=udp", "turns:turn-eu.example.com:443"], "us": [...]}`. A client '
+            "gets the list of its node's region (NAPALMSKY_REGION), else NAPALMSKY_ICE_SERVERS."),
+    Setting("turn_secrets", "NAPALMSKY_TURN_SECRETS", _turn_secrets, "",
+            "Comma list of TURN REST secrets (16+ chars each) shared with coturn "
+            "(`static-auth-secret`): the first signs new credentials, all are accepted. To roll "
+            "one: add the new secret second, then move it first, then drop the old one after "
+            "NAPALMSKY_TURN_TTL. Required when TURN URLs are configured.", secret=True),
+    Setting("turn_ttl", "NAPALMSKY_TURN_TTL", _positive_int, "3600",
+            "Seconds a TURN credential stays valid; with TURN URLs configured, at least the "
+            "longest call plus the reconnect grace (NAPALMSKY_CALL_MAX_SECONDS + "
+            "NAPALMSKY_RECONNECT_GRACE), or the node refuses to start."),
+    Setting("turn_realm", "NAPALMSKY_TURN_REALM", _text, "napalmsky",
+            "TURN realm (coturn's `realm`)."),
+    Setting("turn_listen_ips", "NAPALMSKY_TURN_LISTEN_IPS", _addresses, "",
+            "coturn (`napalmsky turn config`): addresses it listens on. Default: every address."),
+    Setting("turn_port", "NAPALMSKY_TURN_PORT", _port, "3478",
+            "coturn: UDP and TCP listening port (`turn:` URLs)."),
+    Setting("turn_tls_port", "NAPALMSKY_TURN_TLS_PORT", _port, "5349",
+            "coturn: TLS listening port (`turns:` URLs; 443 passes most firewalls), used when "
+            "a certificate and key are set."),
+    Setting("turn_tls_cert", "NAPALMSKY_TURN_TLS_CERT", _text, None,
+            "coturn: path of the TLS certificate chain (PEM) for `turns:`."),
+    Setting("turn_tls_key", "NAPALMSKY_TURN_TLS_KEY", _text, None,
+            "coturn: path of the TLS private key (PEM)."),
+    Setting("turn_relay_ips", "NAPALMSKY_TURN_RELAY_IPS", _addresses, "",
+            "coturn: addresses relayed traffic leaves from. Default: the listening addresses."),
+    Setting("turn_external_ips", "NAPALMSKY_TURN_EXTERNAL_IPS", _external_ips, "",
+            "coturn behind a 1:1 NAT (cloud): `public` or `public/private` per relay address."),
+    Setting("turn_relay_port_min", "NAPALMSKY_TURN_RELAY_PORT_MIN", _port, "49152",
+            "coturn: lowest relay port (open the range in the firewall)."),
+    Setting("turn_relay_port_max", "NAPALMSKY_TURN_RELAY_PORT_MAX", _port, "65535",
+            "coturn: highest relay port."),
+    Setting("turn_allowed_peers", "NAPALMSKY_TURN_ALLOWED_PEERS", _networks, "",
+            "coturn: addresses or CIDR ranges the relay may reach although they are private "
+            "(the SFU nodes' addresses on an internal network). Everything private, loopback "
+            "and link-local is denied otherwise."),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}
@@ -497,7 +588,9 @@ def load_settings(env: Mapping[str, str], *, hostname: str = "localhost") -> Set
         values["rtc_bind"] = ()
     if values["rtc_announce"] is None:
         values["rtc_announce"] = ()
-    for key in ("sfu_ice_servers", "trusted_proxies", "ice_servers", "cors_origins"):
+    for key in ("sfu_ice_servers", "trusted_proxies", "ice_servers", "cors_origins",
+                "ice_servers_by_region", "turn_secrets", "turn_listen_ips", "turn_relay_ips",
+                "turn_external_ips", "turn_allowed_peers"):
         if values[key] is None:
             values[key] = ()
     if values["rtc_announce"] and len(values["rtc_announce"]) != len(values["rtc_bind"]):
@@ -519,6 +612,22 @@ def load_settings(env: Mapping[str, str], *, hostname: str = "localhost") -> Set
             <= values["call_max_seconds"]):
         raise SettingsError("NAPALMSKY_CALL_DEFAULT_SECONDS: must lie between "
                             "NAPALMSKY_CALL_MIN_SECONDS and NAPALMSKY_CALL_MAX_SECONDS")
+    turn_urls = [u for u in (*values["ice_servers"],
+                             *(u for _r, us in values["ice_servers_by_region"] for u in us))
+                 if u.startswith("turn")]
+    if turn_urls and not values["turn_secrets"]:
+        raise SettingsError(f"NAPALMSKY_TURN_SECRETS: needed for the TURN URL {turn_urls[0]!r}")
+    longest = values["call_max_seconds"] + values["reconnect_grace"]
+    if turn_urls and values["turn_ttl"] < longest:
+        raise SettingsError(
+            f"NAPALMSKY_TURN_TTL: must be at least the longest call plus the reconnect grace "
+            f"({longest:g} s): a credential must outlive the call that uses it")
+    if values["turn_relay_port_min"] > values["turn_relay_port_max"]:
+        raise SettingsError("NAPALMSKY_TURN_RELAY_PORT_MIN: must not exceed "
+                            "NAPALMSKY_TURN_RELAY_PORT_MAX")
+    if (values["turn_tls_cert"] is None) != (values["turn_tls_key"] is None):
+        raise SettingsError("NAPALMSKY_TURN_TLS_CERT and NAPALMSKY_TURN_TLS_KEY: set both or "
+                            "neither")
     if (values["s3_access_key_id"] is None) != (values["s3_secret_access_key"] is None):
         raise SettingsError(
             "NAPALMSKY_S3_ACCESS_KEY_ID and NAPALMSKY_S3_SECRET_ACCESS_KEY: set both or neither"
@@ -565,14 +674,17 @@ def describe(settings: Settings) -> list[tuple[str, str]]:
             shown = "(unset)"
         elif value == "":
             shown = "(empty)"
-        elif setting.field == "roles":
-            shown = ",".join(sorted(r.value for r in value))
-        elif isinstance(value, tuple):
-            shown = ",".join(value) or "(empty)"
         elif setting.field in ("database_url", "redis_url"):
             shown = mask_url(str(value))
-        elif setting.secret:
-            shown = "****"
+        elif setting.secret:  # before the shapes below: a list of secrets is still secret
+            shown = "****" if value else "(empty)"
+        elif setting.field == "roles":
+            shown = ",".join(sorted(r.value for r in value))
+        elif setting.field == "ice_servers_by_region":
+            shown = json.dumps({region: list(urls) for region, urls in value}) if value else (
+                "(empty)")
+        elif isinstance(value, tuple):
+            shown = ",".join(value) or "(empty)"
         else:
             shown = str(value)
         rows.append((setting.env, shown))

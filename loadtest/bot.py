@@ -12,6 +12,7 @@ import fractions
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,14 +20,17 @@ import aiohttp
 import av
 from aiortc import (
     MediaStreamTrack,
-    RTCConfiguration,
     RTCPeerConnection,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcconfiguration import RTCBundlePolicy
 
-from loadtest.ice import ClientNetwork, bind_peer_connection
+from loadtest.ice import (
+    ClientNetwork,
+    add_bundled_candidates,
+    bind_peer_connection,
+    rtc_configuration,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +128,15 @@ class Bot:
     """One participant. `await bot.join()`, then watch `bot.received`; `await bot.close()`."""
 
     def __init__(self, ws_url: str, token: str, *, colour: Colour = RED,
-                 net: ClientNetwork | None = None) -> None:
+                 net: ClientNetwork | None = None,
+                 ice_servers: Sequence[Mapping[str, Any]] = (), relay_only: bool = False
+                 ) -> None:
         self.ws_url = ws_url
         self.token = token
         self.colour = colour
         self.net = net or ClientNetwork()
+        self.ice_servers = ice_servers  # as `call:start` hands them out
+        self.relay_only = relay_only  # every candidate through TURN
         self.received = Received()
         self.pc: RTCPeerConnection | None = None
         self.closed_reason: str | None = None
@@ -146,12 +154,12 @@ class Bot:
         if joined.get("type") != "joined":
             raise RuntimeError(f"join refused: {joined}")
         self._spawn(self._read())
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
-                                                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        pc = RTCPeerConnection(rtc_configuration(self.ice_servers, relay_only=self.relay_only))
         self.pc = pc
         pc.addTrack(ToneAudioTrack())
         pc.addTrack(ColourVideoTrack(self.colour))
-        bind_peer_connection(pc, self.net)
+        if not self.relay_only:  # relay only: no host candidates to bind
+            bind_peer_connection(pc, self.net)
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
@@ -165,6 +173,7 @@ class Bot:
         await self._ws.send_json({"type": "offer", "sdp": self.pc.localDescription.sdp})
         answer = await asyncio.wait_for(self._answers.get(), wait)
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await add_bundled_candidates(self.pc, answer)
 
     async def _read(self) -> None:
         assert self._ws is not None

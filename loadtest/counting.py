@@ -25,24 +25,27 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import aiohttp
 from aiortc import (
     MediaStreamTrack,
-    RTCConfiguration,
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
 )
-from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import is_rtcp
 from aiortc.sdp import SessionDescription
 
-from loadtest.ice import ClientNetwork, bind_peer_connection
+from loadtest.ice import (
+    ClientNetwork,
+    add_bundled_candidates,
+    bind_peer_connection,
+    rtc_configuration,
+)
 from loadtest.media import EncodedClip, EncodedTrack
 
 log = logging.getLogger(__name__)
@@ -439,11 +442,14 @@ class CountingBot:
         self, ws_url: str, token: str, video: EncodedClip, audio: EncodedClip, *,
         start: int = 0, net: ClientNetwork | None = None, room_id: str | None = None,
         counter: PacketCounter | None = None, video_track: MediaStreamTrack | None = None,
+        ice_servers: Sequence[Mapping[str, Any]] = (), relay_only: bool = False,
     ) -> None:
         self.ws_url = ws_url
         self.token = token
         self.room_id = room_id
         self.net = net or ClientNetwork()
+        self.ice_servers = ice_servers  # as `call:start` hands them out
+        self.relay_only = relay_only  # every candidate through TURN
         self.counter = counter or PacketCounter()
         self.ice_connected_at: float | None = None  # time.monotonic()
         # a track of the caller's (the demo bots' drawn pattern), or the clip replayed
@@ -488,8 +494,7 @@ class CountingBot:
             raise JoinRefused(str(joined.get("code", "bad_response")),
                               str(joined.get("message", "")))
         self._reader = asyncio.ensure_future(self._read())
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[],
-                                                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        pc = RTCPeerConnection(rtc_configuration(self.ice_servers, relay_only=self.relay_only))
         self.pc = pc
         pc.addTrack(self.audio_track)
         pc.addTrack(self.video_track)
@@ -500,7 +505,8 @@ class CountingBot:
             for transceiver in pc.getTransceivers():
                 if transceiver.kind == "video":
                     transceiver.setCodecPreferences(codecs)
-        bind_peer_connection(pc, self.net)
+        if not self.relay_only:  # relay only: no host candidates to bind
+            bind_peer_connection(pc, self.net)
 
         @pc.on("iceconnectionstatechange")
         def on_ice_state() -> None:
@@ -522,6 +528,7 @@ class CountingBot:
             raise JoinRefused("video_codec_mismatch", f"the SFU's rooms do not take "
                               f"{self.video_codec or 'our video codec'} (see --video-codec)")
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await add_bundled_candidates(pc, answer)
         self.counter.attach(pc)
 
     async def _read(self) -> None:

@@ -205,7 +205,8 @@ class DemoBot:
         partner = start.get("partner", {}).get("name", "?")
         sfu = start.get("sfu", {})
         media = CountingBot(str(sfu.get("url")), str(sfu.get("token")), self.audio, self.audio,
-                            room_id=room_id, video_track=PatternTrack(self.name))
+                            room_id=room_id, video_track=PatternTrack(self.name),
+                            ice_servers=start.get("iceServers") or ())
         self.calls += 1
         self.say(f"{self.name}: in a call with {partner}")
         reason = "?"

@@ -11,10 +11,18 @@ SFU: nothing here imports it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from aiortc import RTCPeerConnection
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    sdp,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +33,22 @@ class ClientNetwork:
 
 
 LOOPBACK = ClientNetwork()
+
+
+def rtc_configuration(ice_servers: Sequence[Mapping[str, Any]] = (), *,
+                      relay_only: bool = False) -> RTCConfiguration:
+    """The peer connection's configuration: the ICE servers `call:start` handed out (W3C
+    RTCIceServer dicts: `urls`, `username`, `credential`), never aiortc's default public STUN
+    server, bundled, and with `relay_only` every candidate a TURN relay
+    (iceTransportPolicy "relay"). aiortc uses the first STUN and the first TURN URL only."""
+    servers = [RTCIceServer(urls=list(s["urls"]) if not isinstance(s["urls"], str)
+                            else s["urls"], username=s.get("username"),
+                            credential=s.get("credential"))
+               for s in ice_servers]
+    return RTCConfiguration(
+        iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay_only
+        else RTCIceTransportPolicy.ALL)
 
 
 def bind_peer_connection(pc: RTCPeerConnection, net: ClientNetwork | Sequence[str] = LOOPBACK
@@ -52,3 +76,28 @@ def bind_peer_connection(pc: RTCPeerConnection, net: ClientNetwork | Sequence[st
             conn._local_candidates_end = True  # type: ignore[attr-defined]
 
         connection.gather_candidates = gather
+
+
+async def add_bundled_candidates(pc: RTCPeerConnection, answer: str) -> None:
+    """Give a bundled ICE transport the remote candidates of the answer's BUNDLE-tagged section.
+
+    An answerer lists candidates only in the m= section of the BUNDLE tag (RFC 8843 section
+    7.3.1; the SFU, Chrome and Firefox all do), but aiortc 1.16 takes a bundled transport's
+    remote candidates from the last m= section it visits (`RTCPeerConnection.
+    setRemoteDescription`, `iceCandidates[iceTransport] = media`), so it gets none. A host
+    client still connects (it learns the SFU as peer-reflexive from the SFU's own checks); a
+    relay-only client never does: nothing leaves it, so its TURN server has no permission for
+    the SFU's address and drops the SFU's checks. Call after setRemoteDescription.
+    """
+    description = sdp.SessionDescription.parse(answer)
+    if not description.media:
+        return
+    tagged = description.media[0]
+    transports = pc._RTCPeerConnection__iceTransports  # type: ignore[attr-defined]
+    for transport in transports:
+        if transport.getRemoteCandidates() or not tagged.ice_candidates:
+            continue
+        for candidate in tagged.ice_candidates:
+            await transport.addRemoteCandidate(candidate)
+        if tagged.ice_candidates_complete:
+            await transport.addRemoteCandidate(None)

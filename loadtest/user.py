@@ -336,7 +336,8 @@ class LoadUser:
             "ice_connected": False, "chat_sent": 0, "chat_received": 0, "ended_reason": None,
         }
         media = CountingBot(str(sfu.get("url")), str(sfu.get("token")), self.video, self.audio,
-                            start=self.rng.randrange(len(self.video.frames)), room_id=room_id)
+                            start=self.rng.randrange(len(self.video.frames)), room_id=room_id,
+                            ice_servers=start.get("iceServers") or ())
         watcher: asyncio.Task[None] | None = None
         connected = False
         try:

@@ -203,6 +203,33 @@ def cmd_sfu_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def cmd_turn_config(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from turn.coturn import CoturnConfig, render
+
+    settings = _settings(env, {})
+    try:
+        text = render(CoturnConfig(
+            secrets=settings.turn_secrets, realm=settings.turn_realm,
+            listening_ips=settings.turn_listen_ips, port=settings.turn_port,
+            tls_port=settings.turn_tls_port, tls_cert=settings.turn_tls_cert,
+            tls_key=settings.turn_tls_key, relay_ips=settings.turn_relay_ips,
+            external_ips=settings.turn_external_ips, min_port=settings.turn_relay_port_min,
+            max_port=settings.turn_relay_port_max, allowed_peers=settings.turn_allowed_peers,
+            allow_loopback=args.allow_loopback,
+        ))
+    except ValueError as exc:
+        return _fail(f"turn config: {exc}", EXIT_CONFIG)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        # it holds the secrets: readable by its owner only (the umask is 077 already)
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        print(f"coturn configuration written to {args.output}", file=sys.stderr)
+    return 0
+
+
 async def _create_admin(settings: Settings, email: str, name: str) -> tuple[str, str]:
     import secrets
 
@@ -280,6 +307,20 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--email", required=True, help="the admin's email (their login)")
     create.add_argument("--name", required=True, help="the admin's display name")
     create.set_defaults(func=cmd_admin_create)
+
+    turn = sub.add_parser("turn", help="TURN relay (coturn) for operators",
+                          description="TURN relay (coturn) for operators.")
+    turn_sub = turn.add_subparsers(dest="turn_command", required=True, metavar="ACTION")
+    turn_config = turn_sub.add_parser(
+        "config", help="render a coturn configuration from NAPALMSKY_TURN_* settings",
+        description="Print (or write) a turnserver.conf for coturn: listeners, relay range, "
+        "external IP, TURN REST secrets (use-auth-secret), realm, TLS, and denied peer ranges "
+        "for every private, loopback and link-local network.")
+    turn_config.add_argument("--output", help="write to this file (mode 0600) instead of stdout")
+    turn_config.add_argument("--allow-loopback", action="store_true",
+                             help="let the relay reach 127.0.0.1 and ::1: for tests on one "
+                             "machine only, never in production")
+    turn_config.set_defaults(func=cmd_turn_config)
 
     from loadtest.cli import add_commands  # argparse only: the bots load when they run
 

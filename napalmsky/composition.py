@@ -55,6 +55,7 @@ from signaling.placement import LocalPlacement
 from signaling.presence import Presence
 from signaling.recovery import NodeKeeper
 from signaling.timers import Timers
+from turn.servers import IceServers
 from web import STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,12 @@ def make_sfu(settings: Settings, clock: Clock) -> SfuServer:
     return SfuServer(SfuConfig(net=net, video_codec=settings.sfu_video_codec), clock)
 
 
+def ice_servers(settings: Settings, clock: Clock) -> IceServers:
+    """The ICE servers handed to clients, per region, TURN with credentials (turn.servers)."""
+    return IceServers(settings.ice_servers, dict(settings.ice_servers_by_region),
+                      secrets=settings.turn_secrets, lifetime=settings.turn_ttl, clock=clock)
+
+
 def make_accounts(settings: Settings, store: Store, live: LiveState,
                   clock: Clock, bus: Bus | None = None) -> AccountService:
     policy = SessionPolicy(guest_ttl=timedelta(days=settings.guest_session_days),
@@ -174,7 +181,8 @@ async def open_signaling(app: web.Application, services: Services) -> SignalingC
     calls = CallService(store=services.store, live=services.live, bus=services.bus,
                         presence=presence, placement=placement, timers=timers,
                         clock=services.clock, rules=rules, node_secret=node_secret(settings),
-                        ice_servers=settings.ice_servers, node_id=settings.node_id)
+                        ice=ice_servers(settings, services.clock), region=settings.region,
+                        node_id=settings.node_id)
     await calls.start()
     trusted = parse_networks(settings.trusted_proxies)
     gateway = Gateway(

@@ -34,6 +34,7 @@ from signaling.placement import MediaEvent, PlacedRoom, Placement
 from signaling.presence import Presence, call_key
 from signaling.protocol import event
 from signaling.timers import Timers
+from turn.servers import IceServers
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +137,12 @@ class Invite:
 class CallService:
     def __init__(self, *, store: Store, live: LiveState, bus: Bus, presence: Presence,
                  placement: Placement, timers: Timers, clock: Clock, rules: CallRules,
-                 node_secret: bytes, ice_servers: tuple[str, ...], node_id: str) -> None:
+                 node_secret: bytes, ice: IceServers, region: str, node_id: str) -> None:
         self.store, self.live, self.bus = store, live, bus
         self.presence, self.placement, self.timers = presence, placement, timers
         self.clock, self.rules = clock, rules
         self.node_secret = node_secret
-        self.ice_servers = [{"urls": url} for url in ice_servers]
+        self.ice, self.region = ice, region  # ICE servers of this node's region, for clients
         self.node_id = node_id
         self._commands: Subscription | None = None
         # Ends decided here whose durable record waits for the database, by room.
@@ -324,7 +325,7 @@ class CallService:
             "endsAt": iso_utc(call.ends_at.timestamp()),
             "partner": {"id": partner, "name": partner_user.name if partner_user else ""},
             "sfu": {"url": placed_url, "token": token},
-            "iceServers": self.ice_servers,
+            "iceServers": self.ice.for_user(user_id, self.region).servers,
             "messages": messages,  # the chat so far, so a client that resumes can show it
         }
 

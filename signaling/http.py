@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, SerializerFunctionWrapHandler, model_serializer
 
 from api.endpoints import Endpoint, dump, parse_params
 from api.schemas import DeckQuery
 from api.v1 import PREFIX, SELFIE_URL_TTL, ApiContext, authenticate_request
+from core.clock import utc_from_timestamp
 from core.ids import UserId
 from core.store import BanStatus
 from signaling.calls import CallService
@@ -63,6 +65,30 @@ class CallRecord(BaseModel):
 
 class CallHistory(BaseModel):
     calls: list[CallRecord]
+
+
+class IceServer(BaseModel):
+    """One W3C RTCIceServer (WebRTC 1.0 section 4.2.1): STUN URLs alone, or TURN URLs with a
+    TURN REST username and credential."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a STUN entry has no credential fields at all: a browser turns a null into "null"
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if value is not None}
+
+
+class IceServerConfig(BaseModel):
+    """The ICE servers of my region, for `new RTCPeerConnection({iceServers})`. `expiresAt`:
+    when the TURN credential stops working (null without TURN); ask again before then."""
+
+    iceServers: list[IceServer]
+    expiresAt: datetime | None
+    region: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +161,16 @@ def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
             for e in entries
         ]))
 
+    async def ice_servers(request: web.Request) -> web.Response:
+        ctx = get()
+        auth = await authenticate_request(request, ctx.api)
+        calls = ctx.calls
+        found = calls.ice.for_user(str(auth.user_id), calls.region)
+        return dump(IceServerConfig(
+            iceServers=[IceServer(**server) for server in found.servers],
+            expiresAt=utc_from_timestamp(found.expires_at) if found.expires_at else None,
+            region=calls.region))
+
     return [
         Endpoint("GET", "/ws", socket, "The signaling WebSocket (see docs/protocol.md)"),
         Endpoint("GET", f"{PREFIX}/config", config,
@@ -145,4 +181,7 @@ def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
                  auth="user", response=DeckPage, params=DeckQuery),
         Endpoint("GET", f"{PREFIX}/me/calls", my_calls, "My call history, newest first",
                  auth="user", response=CallHistory),
+        Endpoint("GET", f"{PREFIX}/ice-servers", ice_servers,
+                 "STUN and TURN servers of my region, TURN with a short-lived credential "
+                 "(the same list `call:start` carries)", auth="user", response=IceServerConfig),
     ]

@@ -97,11 +97,13 @@ def test_describe_masks_secrets_and_passwords() -> None:
         "REDIS_URL": "redis://:redis-pass@r:6379/0",
         "NAPALMSKY_SECRET_KEY": "k" * 40,
         "NAPALMSKY_S3_ACCESS_KEY_ID": "AKIAEXAMPLE", "NAPALMSKY_S3_SECRET_ACCESS_KEY": "s3-secret",
+        "NAPALMSKY_TURN_SECRETS": "turn-secret-one-0123,turn-secret-two-0123",
     })
     rows = dict(describe(s))
     text = repr(rows)
-    for secret in ("pg-pass", "redis-pass", "k" * 40, "AKIAEXAMPLE", "s3-secret"):
+    for secret in ("pg-pass", "redis-pass", "k" * 40, "AKIAEXAMPLE", "s3-secret", "turn-secret"):
         assert secret not in text
+    assert rows["NAPALMSKY_TURN_SECRETS"] == "****"
     assert rows["DATABASE_URL"] == "postgresql://app:****@db:5432/ns"
     assert rows["REDIS_URL"] == "redis://:****@r:6379/0"
     assert rows["NAPALMSKY_SECRET_KEY"] == "****"

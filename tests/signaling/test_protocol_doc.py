@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp.pytest_plugin import AiohttpClient
 
 from signaling import protocol
 from signaling.placement import MediaEvent
-from tests.signaling.conftest import Client, Node, Rejected
+from tests.signaling.conftest import Client, Node, Rejected, make_node
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
 
@@ -83,6 +85,19 @@ def timestamps(data: Any) -> list[str]:
     if isinstance(data, list):
         return [t for item in data for t in timestamps(item)]
     return []
+
+
+@pytest.fixture
+async def node(aiohttp_client: AiohttpClient, tmp_path: Path) -> AsyncIterator[Node]:
+    """A node with STUN and TURN configured: `call:start` then shows every documented field."""
+    n = await make_node(aiohttp_client, tmp_path, {
+        "NAPALMSKY_ICE_SERVERS": "stun:stun.example.com,turn:turn.example.com:3478",
+        "NAPALMSKY_TURN_SECRETS": "protocol-doc-secret-0123456789"})
+    try:
+        yield n
+    finally:
+        for c in n.clients:
+            await c.close()
 
 
 async def test_the_document_matches_what_a_node_sends(node: Node) -> None:

@@ -587,6 +587,88 @@ class ReferralNotificationRepository(Protocol):
         ...
 
 
+class IntroVideoStatus(StrEnum):
+    QUEUED = "queued"  # waiting for a worker
+    RUNNING = "running"  # a worker transcodes it (and refreshes heartbeat_at)
+    DONE = "done"  # the transcoded video and poster are in the blob store
+    FAILED = "failed"  # refused by the transcoder, or its worker died too often
+    SUPERSEDED = "superseded"  # a newer upload of the same user replaced it
+
+
+@dataclass(frozen=True, slots=True)
+class IntroVideoJob:
+    """One intro-video upload and its transcode. `source_key` is the upload in the blob store;
+    `video_key`/`poster_key` the results once done; `progress` is percent done (0-100);
+    `attempts` counts the workers that took it; `error` says why it failed."""
+
+    job_id: str
+    user_id: UserId
+    status: IntroVideoStatus
+    progress: int
+    source_key: str
+    video_key: str | None
+    poster_key: str | None
+    error: str | None
+    duration: float | None
+    width: int | None
+    height: int | None
+    size: int | None
+    attempts: int
+    worker: str | None
+    heartbeat_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IntroVideoResult:
+    """What a finished transcode produced."""
+
+    video_key: str
+    poster_key: str
+    duration: float
+    width: int
+    height: int
+    size: int
+
+
+class IntroVideoRepository(Protocol):
+    """Durable intro-video jobs: a queue the worker role takes from, one live job per user."""
+
+    async def create(self, user_id: UserId, source_key: str) -> tuple[IntroVideoJob,
+                                                                         list[IntroVideoJob]]:
+        """Queue a job for a new upload; the user's queued or running jobs become superseded
+        (returned, so their workers stop and their files go). NotFound for an unknown user."""
+        ...
+
+    async def latest(self, user_id: UserId) -> IntroVideoJob | None:
+        """The user's newest job that was not superseded, if any."""
+        ...
+
+    async def get(self, job_id: str) -> IntroVideoJob | None: ...
+
+    async def claim(self, worker: str, *, stale_before: datetime,
+                    max_attempts: int) -> IntroVideoJob | None:
+        """Take the oldest queued job, or a running one whose worker's heartbeat is older than
+        `stale_before` (the worker died: the job is retried), for `worker`. A stale job that
+        has had `max_attempts` workers is marked failed instead. None when there is nothing."""
+        ...
+
+    async def heartbeat(self, job_id: str, worker: str, progress: int) -> bool:
+        """Record progress (percent) of a job `worker` runs; False when it no longer does (it
+        was superseded, or taken over as stale): the worker then stops."""
+        ...
+
+    async def finish(self, job_id: str, worker: str, result: IntroVideoResult) -> bool:
+        """Mark done with `result` and point the user's `video_url` at it, in one transaction;
+        False (nothing written) when `worker` no longer runs the job."""
+        ...
+
+    async def fail(self, job_id: str, worker: str, error: str) -> bool:
+        """Mark failed with `error` (shown to the user); False when `worker` no longer runs it."""
+        ...
+
+
 class Store(Protocol):
     @property
     def users(self) -> UserRepository: ...
@@ -614,6 +696,9 @@ class Store(Protocol):
 
     @property
     def referral_notifications(self) -> ReferralNotificationRepository: ...
+
+    @property
+    def intro_videos(self) -> IntroVideoRepository: ...
 
     async def ping(self) -> None:
         """Return when the database answers; raise core.errors.Unavailable otherwise."""

@@ -53,6 +53,9 @@ from core.store import (
     ChatMessage,
     Cooldown,
     Gender,
+    IntroVideoJob,
+    IntroVideoResult,
+    IntroVideoStatus,
     InviteCode,
     InviteType,
     NewUser,
@@ -1253,6 +1256,152 @@ class SqlReferralNotificationRepository:
         return int(result.rowcount)
 
 
+def _intro_job(row: RowMapping) -> IntroVideoJob:
+    return IntroVideoJob(
+        job_id=str(row["job_id"]), user_id=UserId(row["user_id"]),
+        status=IntroVideoStatus(row["status"]), progress=row["progress"],
+        source_key=row["source_key"], video_key=row["video_key"],
+        poster_key=row["poster_key"], error=row["error"], duration=row["duration"],
+        width=row["width"], height=row["height"], size=row["size"], attempts=row["attempts"],
+        worker=row["worker"], heartbeat_at=row["heartbeat_at"], created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class SqlIntroVideoRepository:
+    """Intro-video jobs (core.store.IntroVideoRepository). Every change of state is one
+    conditional UPDATE, so of two workers racing for a job, or a worker and a newer upload,
+    exactly one wins on SQLite and PostgreSQL alike."""
+
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def create(self, user_id: UserId, source_key: str) -> tuple[IntroVideoJob,
+                                                                         list[IntroVideoJob]]:
+        _id(user_id, "user id")
+        if not source_key or len(source_key) > 255:
+            raise InvalidArgument("a source key is 1-255 characters")
+        c = t.intro_videos.c
+        now = self._db.now()
+        live = (IntroVideoStatus.QUEUED.value, IntroVideoStatus.RUNNING.value)
+        async with self._db.tx(missing="user not found") as conn:
+            superseded = (await conn.execute(
+                sa.update(t.intro_videos)
+                .where(c.user_id == user_id, c.status.in_(live))
+                .values(status=IntroVideoStatus.SUPERSEDED.value, updated_at=now)
+                .returning(t.intro_videos)
+            )).all()
+            row = (await conn.execute(
+                sa.insert(t.intro_videos).values(
+                    job_id=new_id(), user_id=user_id, status=IntroVideoStatus.QUEUED.value,
+                    progress=0, source_key=source_key, attempts=0, created_at=now,
+                    updated_at=now,
+                ).returning(t.intro_videos)
+            )).one()
+        return _intro_job(row._mapping), [_intro_job(r._mapping) for r in superseded]
+
+    async def latest(self, user_id: UserId) -> IntroVideoJob | None:
+        if not is_uuid(user_id):
+            return None
+        c = t.intro_videos.c
+        async with self._db.tx() as conn:
+            row = (await conn.execute(
+                sa.select(t.intro_videos)
+                .where(c.user_id == user_id, c.status != IntroVideoStatus.SUPERSEDED.value)
+                .order_by(c.created_at.desc(), c.job_id.desc()).limit(1)
+            )).one_or_none()
+        return None if row is None else _intro_job(row._mapping)
+
+    async def get(self, job_id: str) -> IntroVideoJob | None:
+        if not is_uuid(job_id):
+            return None
+        async with self._db.tx() as conn:
+            row = (await conn.execute(
+                sa.select(t.intro_videos).where(t.intro_videos.c.job_id == job_id)
+            )).one_or_none()
+        return None if row is None else _intro_job(row._mapping)
+
+    async def claim(self, worker: str, *, stale_before: datetime,
+                    max_attempts: int) -> IntroVideoJob | None:
+        c = t.intro_videos.c
+        queued = c.status == IntroVideoStatus.QUEUED.value
+        stale = sa.and_(c.status == IntroVideoStatus.RUNNING.value,
+                        c.heartbeat_at < _time(stale_before, "stale_before"))
+        for _ in range(8):  # another worker may take the candidate first: look again
+            now = self._db.now()
+            async with self._db.tx() as conn:
+                row = (await conn.execute(
+                    sa.select(c.job_id, c.status, c.attempts, c.heartbeat_at)
+                    .where(sa.or_(queued, stale))
+                    .order_by(c.created_at, c.job_id).limit(1)
+                )).one_or_none()
+                if row is None:
+                    return None
+                same = sa.and_(c.job_id == row.job_id, c.status == row.status,
+                               c.attempts == row.attempts)
+                if row.status == IntroVideoStatus.RUNNING.value and row.attempts >= max_attempts:
+                    await conn.execute(
+                        sa.update(t.intro_videos).where(same).values(
+                            status=IntroVideoStatus.FAILED.value, updated_at=now,
+                            error="processing stopped repeatedly; please upload again"))
+                    continue
+                taken = (await conn.execute(
+                    sa.update(t.intro_videos).where(same).values(
+                        status=IntroVideoStatus.RUNNING.value, worker=worker[:63],
+                        attempts=c.attempts + 1, heartbeat_at=now, updated_at=now, progress=0)
+                    .returning(t.intro_videos)
+                )).one_or_none()
+            if taken is not None:
+                return _intro_job(taken._mapping)
+        return None
+
+    def _mine(self, job_id: str, worker: str) -> sa.ColumnElement[bool]:
+        c = t.intro_videos.c
+        return sa.and_(c.job_id == job_id, c.worker == worker,
+                       c.status == IntroVideoStatus.RUNNING.value)
+
+    async def heartbeat(self, job_id: str, worker: str, progress: int) -> bool:
+        if not is_uuid(job_id):
+            return False
+        now = self._db.now()
+        async with self._db.tx() as conn:
+            result = await conn.execute(
+                sa.update(t.intro_videos).where(self._mine(job_id, worker)).values(
+                    progress=max(0, min(100, int(progress))), heartbeat_at=now,
+                    updated_at=now))
+        return result.rowcount == 1
+
+    async def finish(self, job_id: str, worker: str, result: IntroVideoResult) -> bool:
+        if not is_uuid(job_id):
+            return False
+        now = self._db.now()
+        async with self._db.tx() as conn:
+            done = (await conn.execute(
+                sa.update(t.intro_videos).where(self._mine(job_id, worker)).values(
+                    status=IntroVideoStatus.DONE.value, progress=100,
+                    video_key=result.video_key, poster_key=result.poster_key,
+                    duration=result.duration, width=result.width, height=result.height,
+                    size=result.size, heartbeat_at=now, updated_at=now)
+                .returning(t.intro_videos.c.user_id)
+            )).one_or_none()
+            if done is None:
+                return False
+            await conn.execute(
+                sa.update(t.users).where(t.users.c.user_id == done.user_id)
+                .values(video_url=result.video_key, updated_at=now))
+        return True
+
+    async def fail(self, job_id: str, worker: str, error: str) -> bool:
+        if not is_uuid(job_id):
+            return False
+        now = self._db.now()
+        async with self._db.tx() as conn:
+            result = await conn.execute(
+                sa.update(t.intro_videos).where(self._mine(job_id, worker)).values(
+                    status=IntroVideoStatus.FAILED.value, error=error[:255], updated_at=now))
+        return result.rowcount == 1
+
+
 class SqlStore:
     """core.store.Store on an AsyncEngine. The store owns the engine: close() disposes it."""
 
@@ -1267,6 +1416,7 @@ class SqlStore:
         self._reports = SqlReportRepository(self._db)
         self._bans = SqlBanRepository(self._db)
         self._referral_notifications = SqlReferralNotificationRepository(self._db)
+        self._intro_videos = SqlIntroVideoRepository(self._db)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -1307,6 +1457,10 @@ class SqlStore:
     @property
     def referral_notifications(self) -> SqlReferralNotificationRepository:
         return self._referral_notifications
+
+    @property
+    def intro_videos(self) -> SqlIntroVideoRepository:
+        return self._intro_videos
 
     async def ping(self) -> None:
         async with self._db.tx() as conn:

@@ -220,7 +220,36 @@ call_messages = sa.Table(
     sa.Index("ix_call_messages_room_id_message_id", "room_id", "message_id"),
 )
 
+intro_videos = sa.Table(
+    "intro_videos",
+    metadata,
+    sa.Column("job_id", id_type(), primary_key=True),
+    sa.Column("user_id", id_type(), sa.ForeignKey(USER_FK, ondelete="CASCADE"), nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("progress", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("source_key", sa.String(255), nullable=False),
+    sa.Column("video_key", sa.String(255), nullable=True),
+    sa.Column("poster_key", sa.String(255), nullable=True),
+    sa.Column("error", sa.String(255), nullable=True),
+    sa.Column("duration", sa.Float, nullable=True),
+    sa.Column("width", sa.Integer, nullable=True),
+    sa.Column("height", sa.Integer, nullable=True),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("worker", sa.String(63), nullable=True),
+    sa.Column("heartbeat_at", UtcDateTime(), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.CheckConstraint(
+        "status IN ('queued', 'running', 'done', 'failed', 'superseded')", name="status"
+    ),
+    sa.CheckConstraint("progress BETWEEN 0 AND 100", name="progress"),
+    sa.Index("ix_intro_videos_status_created_at", "status", "created_at"),
+    sa.Index("ix_intro_videos_user_id_created_at", "user_id", "created_at"),
+)
+
 ALL_TABLES: tuple[sa.Table, ...] = (
+    intro_videos,
     users,
     sessions,
     chat_history,

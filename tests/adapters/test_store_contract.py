@@ -38,6 +38,8 @@ from core.store import (
     CallSummary,
     ChatMessage,
     Gender,
+    IntroVideoResult,
+    IntroVideoStatus,
     InviteCode,
     InviteType,
     NewUser,
@@ -1038,3 +1040,110 @@ async def test_get_many_users_in_one_call(backend: Backend) -> None:
                                     UserId("not-a-uuid"), ada.user_id])
     assert found == {ada.user_id: ada, bob.user_id: bob}
     assert await s.users.get_many([]) == {}
+
+
+# ---- intro videos ----
+
+
+def intro_result(key: str = "intro/v.mp4") -> IntroVideoResult:
+    return IntroVideoResult(video_key=key, poster_key=key.replace(".mp4", ".jpg"),
+                            duration=12.5, width=1280, height=720, size=2_000_000)
+
+
+async def test_intro_jobs_queue_run_and_finish_pointing_the_user_at_the_video(
+        backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    job, superseded = await s.intro_videos.create(ada.user_id, "uploads/a.webm")
+    assert superseded == [] and job.status is IntroVideoStatus.QUEUED and job.progress == 0
+    assert (await s.intro_videos.latest(ada.user_id)) == job
+    later = backend.now() + timedelta(seconds=30)
+    claimed = await s.intro_videos.claim("node-a", stale_before=backend.now(), max_attempts=3)
+    assert claimed is not None and claimed.job_id == job.job_id
+    assert claimed.status is IntroVideoStatus.RUNNING and claimed.attempts == 1
+    assert claimed.worker == "node-a"
+    assert await s.intro_videos.claim("node-b", stale_before=backend.now(),
+                                      max_attempts=3) is None
+    assert await s.intro_videos.heartbeat(job.job_id, "node-a", 40)
+    assert not await s.intro_videos.heartbeat(job.job_id, "node-b", 50)  # not its job
+    assert (await s.intro_videos.get(job.job_id)).progress == 40  # type: ignore[union-attr]
+    assert await s.intro_videos.finish(job.job_id, "node-a", intro_result())
+    done = await s.intro_videos.latest(ada.user_id)
+    assert done is not None and done.status is IntroVideoStatus.DONE and done.progress == 100
+    assert (done.video_key, done.poster_key, done.width, done.height) == (
+        "intro/v.mp4", "intro/v.jpg", 1280, 720)
+    assert_aware_utc(done)
+    assert (await s.users.get(ada.user_id)).video_url == "intro/v.mp4"  # type: ignore[union-attr]
+    assert not await s.intro_videos.fail(job.job_id, "node-a", "late")  # done stays done
+    assert later > backend.now()
+
+
+async def test_a_new_upload_supersedes_the_running_job_whose_worker_then_stops(
+        backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    first, _ = await s.intro_videos.create(ada.user_id, "uploads/1.webm")
+    assert await s.intro_videos.claim("node-a", stale_before=backend.now(), max_attempts=3)
+    second, superseded = await s.intro_videos.create(ada.user_id, "uploads/2.webm")
+    assert [j.job_id for j in superseded] == [first.job_id]
+    assert superseded[0].status is IntroVideoStatus.SUPERSEDED
+    assert superseded[0].source_key == "uploads/1.webm"  # so its files can be removed
+    assert not await s.intro_videos.heartbeat(first.job_id, "node-a", 80)
+    assert not await s.intro_videos.finish(first.job_id, "node-a", intro_result("intro/1.mp4"))
+    assert (await s.users.get(ada.user_id)).video_url is None  # type: ignore[union-attr]
+    assert (await s.intro_videos.latest(ada.user_id)) == second
+
+
+async def test_a_dead_workers_job_is_retried_then_failed_after_max_attempts(
+        backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    job, _ = await s.intro_videos.create(ada.user_id, "uploads/a.webm")
+    took = await s.intro_videos.claim("node-a", stale_before=backend.now(), max_attempts=2)
+    assert took is not None
+    # node-a stops heartbeating; a minute later another worker may take it over
+    backend.clock.advance(60)
+    assert await s.intro_videos.claim("node-b", stale_before=backend.now() - timedelta(
+        seconds=90), max_attempts=2) is None  # not stale yet by that measure
+    again = await s.intro_videos.claim("node-b", stale_before=backend.now() - timedelta(
+        seconds=30), max_attempts=2)
+    assert again is not None and again.worker == "node-b" and again.attempts == 2
+    assert not await s.intro_videos.heartbeat(job.job_id, "node-a", 10)  # the old worker stops
+    backend.clock.advance(60)
+    assert await s.intro_videos.claim("node-c", stale_before=backend.now() - timedelta(
+        seconds=30), max_attempts=2) is None
+    failed = await s.intro_videos.get(job.job_id)
+    assert failed is not None and failed.status is IntroVideoStatus.FAILED
+    assert failed.error and "upload again" in failed.error
+
+
+async def test_two_workers_racing_for_one_job_one_wins(backend: Backend) -> None:
+    s = backend.store
+    ada = await make_user(s, "Ada")
+    await s.intro_videos.create(ada.user_id, "uploads/a.webm")
+    results = await asyncio.gather(*(
+        s.intro_videos.claim(f"node-{i}", stale_before=backend.now(), max_attempts=3)
+        for i in range(4)))
+    assert len([r for r in results if r is not None]) == 1
+
+
+async def test_intro_job_refusals_and_unknown_ids(backend: Backend) -> None:
+    s = backend.store
+    with pytest.raises(NotFound):
+        await s.intro_videos.create(UserId(new_id()), "uploads/x.webm")
+    with pytest.raises(InvalidArgument):
+        await s.intro_videos.create(UserId("not-an-id"), "uploads/x.webm")
+    ada = await make_user(s, "Ada")
+    with pytest.raises(InvalidArgument):
+        await s.intro_videos.create(ada.user_id, "")
+    assert await s.intro_videos.get("nope") is None
+    assert await s.intro_videos.latest(UserId("nope")) is None
+    assert not await s.intro_videos.heartbeat("nope", "w", 1)
+    job, _ = await s.intro_videos.create(ada.user_id, "uploads/a.webm")
+    assert await s.intro_videos.claim("w", stale_before=backend.now(), max_attempts=3)
+    assert await s.intro_videos.fail(job.job_id, "w", "the video could not be decoded")
+    failed = await s.intro_videos.latest(ada.user_id)
+    assert failed is not None and failed.status is IntroVideoStatus.FAILED
+    # deleting the user deletes the jobs
+    assert await s.users.delete(ada.user_id)
+    assert await count_rows(s.engine, t.intro_videos) == 0

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from aiohttp import web
@@ -99,6 +100,31 @@ async def read_body(request: web.Request, max_bytes: int, too_large: str) -> byt
     except TimeoutError:
         raise InvalidArgument("the request body took too long to arrive") from None
     return bytes(data)
+
+
+async def receive_file(request: web.Request, path: Path, max_bytes: int, too_large: str) -> int:
+    """Stream the request body into a new file at `path` (never held whole in memory), at
+    most `max_bytes`; returns its size. Raises PayloadTooLarge (`too_large`) past the limit and
+    InvalidArgument when no data arrives for the app's body timeout (a stalled or slow-drip
+    client), unlike `read_body` not a limit on the whole upload: a 50 MB video over a phone's
+    uplink takes minutes. The caller removes `path` whatever happens."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise PayloadTooLarge(too_large)
+    idle = request.config_dict.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT)
+    size = 0
+    with path.open("xb") as out:
+        while True:
+            try:
+                async with asyncio.timeout(idle):
+                    chunk = await request.content.readany()
+            except TimeoutError:
+                raise InvalidArgument("the upload stalled") from None
+            if not chunk:
+                return size
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(too_large)
+            out.write(chunk)
 
 
 def dump(model: BaseModel, status: int = 200) -> web.Response:

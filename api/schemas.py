@@ -264,7 +264,25 @@ class PublicUser(BaseModel):
     name: str
     gender: Gender
     selfieUrl: str | None = None
+    videoUrl: str | None = None  # the intro video (H.264 + AAC in MP4), signed, expiring
+    posterUrl: str | None = None  # its poster JPEG
     socials: dict[str, str] = Field(default_factory=dict)
+
+
+class IntroVideoState(BaseModel):
+    """My intro video's processing: `status` queued, running (with `progress` percent), done
+    (with the signed `videoUrl` and `posterUrl`) or failed (with `error`, a reason to show)."""
+
+    jobId: str
+    status: str
+    progress: int
+    error: str | None = None
+    videoUrl: str | None = None
+    posterUrl: str | None = None
+    durationSeconds: float | None = None
+    width: int | None = None
+    height: int | None = None
+    updatedAt: datetime
 
 
 class Me(PublicUser):

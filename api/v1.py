@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from api.clientip import IPNetwork, client_ip
-from api.endpoints import Endpoint, dump, openapi, parse_body, read_body
+from api.endpoints import Endpoint, dump, openapi, parse_body, read_body, receive_file
 from api.ratelimit import LoginLimiter, RateLimiter
 from api.schemas import (
     AdminUser,
@@ -19,6 +21,7 @@ from api.schemas import (
     CallSummaryOut,
     ChallengeSolution,
     GuestRequest,
+    IntroVideoState,
     LoginRequest,
     Me,
     MetricsResponse,
@@ -36,7 +39,9 @@ from core.blobs import BlobStore
 from core.clock import Clock, utcnow
 from core.errors import ErrorCode, NotFound, Unauthenticated, UnsupportedMediaType
 from core.ids import UserId, is_uuid
-from core.store import Store, User, UserChanges
+from core.store import IntroVideoJob, IntroVideoStatus, Store, User, UserChanges
+from recorder.intro import IntroLimits, probe_intro
+from recorder.intro_worker import poster_key_of
 from recorder.selfie import MAX_UPLOAD_BYTES, process_selfie_async
 
 PREFIX = "/api/v1"
@@ -51,6 +56,9 @@ HOUR = 3600.0
 MINUTE = 60.0
 SELFIE_URL_TTL = 3600
 SELFIE_MEDIA = ("image/jpeg", "image/png", "image/webp")
+INTRO_MEDIA = ("video/webm", "video/mp4", "video/quicktime")
+INTRO_TOO_LARGE = "the video is larger than 50 MB"
+DEFAULT_INTRO_LIMITS = IntroLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +77,9 @@ class ApiContext:
     clock: Clock
     limits: Limits
     trusted_proxies: tuple[IPNetwork, ...]
+    uploads: Path  # where large uploads are staged before they are checked
+    intro_limits: IntroLimits = DEFAULT_INTRO_LIMITS
+    notify_intro: Callable[[], None] = lambda: None  # a job was queued (this node's worker)
 
 
 async def authenticate_request(request: web.Request, ctx: ApiContext) -> AuthContext:
@@ -98,11 +109,16 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
                   email=user.email, isAdmin=user.is_admin, createdAt=user.created_at)
 
     async def public_fields(user: User) -> dict[str, Any]:
-        selfie = None
+        blobs = get().blobs
+        selfie = video = poster = None
         if user.selfie_url:
-            selfie = await get().blobs.url(user.selfie_url, SELFIE_URL_TTL)
+            selfie = await blobs.url(user.selfie_url, SELFIE_URL_TTL)
+        if user.video_url:
+            video = await blobs.url(user.video_url, SELFIE_URL_TTL)
+            poster = await blobs.url(poster_key_of(user.video_url), SELFIE_URL_TTL)
         return {"id": user.user_id, "name": user.name, "gender": user.gender,
-                "selfieUrl": selfie, "socials": dict(user.socials)}
+                "selfieUrl": selfie, "videoUrl": video, "posterUrl": poster,
+                "socials": dict(user.socials)}
 
     async def signed_in(result: SignedIn, status: int) -> web.Response:
         return dump(AuthResponse(token=result.token, user=await me_of(result.user)), status)
@@ -215,6 +231,50 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
         expires = utcnow(ctx.clock) + timedelta(seconds=SELFIE_URL_TTL)
         return dump(SelfieResponse(url=url, expiresAt=expires))
 
+    # ---- intro video ----
+
+    async def intro_state(job: IntroVideoJob) -> IntroVideoState:
+        blobs = get().blobs
+        video = poster = None
+        if job.status is IntroVideoStatus.DONE and job.video_key:
+            video = await blobs.url(job.video_key, SELFIE_URL_TTL)
+            poster = await blobs.url(job.poster_key or poster_key_of(job.video_key),
+                                     SELFIE_URL_TTL)
+        return IntroVideoState(
+            jobId=job.job_id, status=job.status.value, progress=job.progress, error=job.error,
+            videoUrl=video, posterUrl=poster, durationSeconds=job.duration, width=job.width,
+            height=job.height, updatedAt=job.updated_at)
+
+    async def put_intro_video(request: web.Request) -> web.Response:
+        auth = await authed(request)
+        ctx = get()
+        if request.content_type not in INTRO_MEDIA:
+            raise UnsupportedMediaType(f"an intro video is sent as {', '.join(INTRO_MEDIA)}")
+        limits = ctx.intro_limits
+        ctx.uploads.mkdir(parents=True, exist_ok=True)
+        staged = ctx.uploads / f"intro-{secrets.token_hex(12)}.part"
+        try:
+            await receive_file(request, staged, limits.max_bytes, INTRO_TOO_LARGE)
+            probe = await asyncio.to_thread(probe_intro, staged, limits)
+            user = await ctx.accounts.user(auth)
+            suffix = "webm" if probe.container == "webm" else "mp4"
+            key = f"intro-uploads/{user.user_id}/{secrets.token_hex(8)}.{suffix}"
+            await ctx.blobs.put_file(key, staged, f"video/{suffix}")
+        finally:
+            staged.unlink(missing_ok=True)
+        job, superseded = await ctx.store.intro_videos.create(user.user_id, key)
+        for old in superseded:  # its worker stops at its next heartbeat
+            await ctx.blobs.delete(old.source_key)
+        ctx.notify_intro()
+        return dump(await intro_state(job), 202)
+
+    async def get_intro_video(request: web.Request) -> web.Response:
+        auth = await authed(request)
+        job = await get().store.intro_videos.latest(auth.user_id)
+        if job is None:
+            raise NotFound("no intro video uploaded")
+        return dump(await intro_state(job))
+
     # ---- admin ----
 
     async def admin_get_user(request: web.Request) -> web.Response:
@@ -261,6 +321,16 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
                  request_media=SELFIE_MEDIA,
                  response=SelfieResponse,
                  errors=(E.PAYLOAD_TOO_LARGE, E.UNSUPPORTED_MEDIA_TYPE)),
+        Endpoint("PUT", f"{PREFIX}/me/intro-video", put_intro_video,
+                 "Upload my intro video (WebM, MP4 or QuickTime, at most 50 MB and 60 s): "
+                 "checked, then queued for transcoding; 202 with the job's state",
+                 auth="user", request_media=INTRO_MEDIA, response=IntroVideoState,
+                 status=202,
+                 errors=(E.PAYLOAD_TOO_LARGE, E.UNSUPPORTED_MEDIA_TYPE, E.INVALID_ARGUMENT)),
+        Endpoint("GET", f"{PREFIX}/me/intro-video", get_intro_video,
+                 "My intro video's processing state (percent done while it runs; signed "
+                 "video and poster URLs once done)", auth="user", response=IntroVideoState,
+                 errors=(E.NOT_FOUND,)),
         Endpoint("GET", f"{PREFIX}/users/{{user_id}}", get_user, "A user's public profile",
                  auth="user", params=UserPath, response=PublicUser, errors=(E.NOT_FOUND,)),
         Endpoint("GET", f"{PREFIX}/admin/users/{{user_id}}", admin_get_user,

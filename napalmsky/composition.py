@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib.metadata import version
@@ -43,6 +43,7 @@ from core.live import Bus, LiveState
 from core.settings import Role, Settings
 from core.store import CallEndReason, Store
 from napalmsky.startup import describe_mode, ensure_private_dir, node_secret, secret_key
+from recorder.intro_worker import IntroVideoWorker, WorkerConfig
 from sfu.admin import sfu_admin_routes
 from sfu.internals import NetworkConfig
 from sfu.server import SfuConfig, SfuServer
@@ -151,7 +152,8 @@ def make_signup_limiter(settings: Settings, live: LiveState, clock: Clock) -> Si
     return SignupLimiter(live, Challenges(node_secret(settings), clock), clock, policy)
 
 
-def make_api_context(services: Services) -> ApiContext:
+def make_api_context(services: Services,
+                     notify_intro: Callable[[], None] | None = None) -> ApiContext:
     settings = services.settings
     return ApiContext(
         accounts=make_accounts(settings, services.store, services.live, services.clock,
@@ -164,6 +166,8 @@ def make_api_context(services: Services) -> ApiContext:
         clock=services.clock,
         limits=Limits(token_per_minute=settings.rate_token_per_minute),
         trusted_proxies=parse_networks(settings.trusted_proxies),
+        uploads=settings.data_dir / "uploads",
+        notify_intro=notify_intro or (lambda: None),
     )
 
 
@@ -268,7 +272,13 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
                  settings.node_id, settings.region, ",".join(sorted(settings.roles)))
         services = await open_services(settings, clock, blobs)
         app[SERVICES] = services
-        app[API] = make_api_context(services)
+        worker: IntroVideoWorker | None = None
+        if Role.WORKER in settings.roles:
+            # Media jobs: off the event loop (the transcode is a child process), one at a time.
+            worker = IntroVideoWorker(services.store, services.blobs, clock, WorkerConfig(
+                worker=settings.node_id, scratch=settings.data_dir / "work"))
+            await worker.start()
+        app[API] = make_api_context(services, worker.notify if worker is not None else None)
         runner: asyncio.Task[None] | None = None
         try:
             if Role.SIGNALING in settings.roles:
@@ -282,6 +292,8 @@ def build_app(settings: Settings, *, clock: Clock | None = None) -> web.Applicat
             if SIGNALING in app:
                 await app[SIGNALING].gateway.close()
                 await app[SIGNALING].calls.close()
+            if worker is not None:
+                await worker.close()
             await services.close()
 
     app.cleanup_ctx.append(services_ctx)

@@ -16,6 +16,7 @@ from api.v1 import PREFIX, SELFIE_URL_TTL, ApiContext, authenticate_request
 from core.clock import utc_from_timestamp
 from core.ids import UserId
 from core.store import BanStatus
+from recorder.intro_worker import poster_key_of
 from signaling.calls import CallService
 from signaling.gateway import Gateway
 from signaling.presence import Presence
@@ -40,7 +41,8 @@ class DeckEntry(BaseModel):
     name: str
     gender: str
     selfieUrl: str | None = None
-    videoUrl: str | None = None
+    videoUrl: str | None = None  # the intro video (H.264 + AAC in MP4), signed
+    posterUrl: str | None = None  # its poster JPEG, signed
 
 
 class DeckPage(BaseModel):
@@ -142,6 +144,8 @@ def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
                     selfieUrl=await blobs.url(user.selfie_url, SELFIE_URL_TTL)
                     if user.selfie_url else None,
                     videoUrl=await blobs.url(user.video_url, SELFIE_URL_TTL)
+                    if user.video_url else None,
+                    posterUrl=await blobs.url(poster_key_of(user.video_url), SELFIE_URL_TTL)
                     if user.video_url else None,
                 ))
             if next_cursor is not None:

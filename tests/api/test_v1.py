@@ -291,7 +291,7 @@ async def test_public_profile_shows_public_fields_only(api: Api) -> None:
     _, other = await api.register()
     status, body = await api.call("GET", f"/users/{other['id']}", token)
     assert status == 200
-    assert set(body) == {"id", "name", "gender", "selfieUrl", "socials"}
+    assert set(body) == {"id", "name", "gender", "selfieUrl", "videoUrl", "posterUrl", "socials"}
     for path in (f"/users/{uuid.uuid4()}", "/users/not-a-uuid"):
         status, body = await api.call("GET", path, token)
         assert (status, error(body)) == (404, "not_found")

@@ -115,6 +115,7 @@ class Settings:
     turn_relay_port_min: int
     turn_relay_port_max: int
     turn_allowed_peers: tuple[str, ...]
+    intro_max_seconds: int
 
     @property
     def is_sqlite(self) -> bool:
@@ -538,6 +539,8 @@ SETTINGS: tuple[Setting, ...] = (
             "coturn: addresses or CIDR ranges the relay may reach although they are private "
             "(the SFU nodes' addresses on an internal network). Everything private, loopback "
             "and link-local is denied otherwise."),
+    Setting("intro_max_seconds", "NAPALMSKY_INTRO_MAX_SECONDS", _positive_int, "60",
+            "Longest intro video accepted, in seconds (uploads are also capped at 50 MB)."),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}

@@ -43,6 +43,7 @@ from core.live import Bus, LiveState
 from core.settings import Role, Settings
 from core.store import CallEndReason, Store
 from napalmsky.startup import describe_mode, ensure_private_dir, node_secret, secret_key
+from recorder.intro import IntroLimits
 from recorder.intro_worker import IntroVideoWorker, WorkerConfig
 from sfu.admin import sfu_admin_routes
 from sfu.internals import NetworkConfig
@@ -167,6 +168,7 @@ def make_api_context(services: Services,
         limits=Limits(token_per_minute=settings.rate_token_per_minute),
         trusted_proxies=parse_networks(settings.trusted_proxies),
         uploads=settings.data_dir / "uploads",
+        intro_limits=IntroLimits(max_seconds=float(settings.intro_max_seconds)),
         notify_intro=notify_intro or (lambda: None),
     )
 

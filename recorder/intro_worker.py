@@ -175,7 +175,11 @@ class IntroVideoWorker:
                     elif "result" in message:
                         result = message["result"]
                     elif "error" in message:
-                        error = str(message["error"].get("message") or GENERIC_FAILURE)
+                        # the transcoder's own words name files and library errors: they go
+                        # to the log; the user gets a reason they can act on
+                        log.info("intro video %s: transcode refused: %s", job.job_id,
+                                 message["error"].get("message"))
+                        error = GENERIC_FAILURE
                 now = asyncio.get_running_loop().time()
                 if now - beat >= self.config.heartbeat or line is None:
                     beat = now

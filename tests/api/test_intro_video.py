@@ -159,3 +159,16 @@ async def test_a_streamed_upload_without_length_over_the_limit_is_cut_off(
     status, answer = await upload(api, token, body())  # chunked: no Content-Length
     assert (status, error(answer)) == (413, "payload_too_large")
     assert leftovers(tmp_path) == []
+
+
+async def test_the_length_limit_is_a_setting(aiohttp_client: AiohttpClient, tmp_path: Path
+                                            ) -> None:
+    api = await make_api(aiohttp_client, tmp_path, {"NAPALMSKY_ROLES": "api,worker",
+                                                    "NAPALMSKY_INTRO_MAX_SECONDS": "1"})
+    token, _ = await api.guest()
+    (tmp_path / "src").mkdir()
+    clip = make_video(tmp_path / "src" / "two.webm", seconds=2)
+    status, body = await upload(api, token, clip.read_bytes())
+    assert (status, error(body)) == (400, "invalid_argument")
+    assert "longer" in body["error"]["message"]
+    assert leftovers(tmp_path) == []

@@ -18,7 +18,12 @@ from adapters.sql import SqlStore, create_engine
 from adapters.sql.migrate import upgrade
 from core.clock import FakeClock
 from core.store import AccountType, Gender, IntroVideoStatus, NewUser
-from recorder.intro_worker import IntroVideoWorker, WorkerConfig, poster_key_of
+from recorder.intro_worker import (
+    GENERIC_FAILURE,
+    IntroVideoWorker,
+    WorkerConfig,
+    poster_key_of,
+)
 from tests.recorder.samples import make_video
 
 
@@ -106,4 +111,5 @@ async def test_a_file_the_transcoder_refuses_fails_the_job_with_a_reason(rig: Ri
     _, job_id = await rig.user_with_upload(broken)
     assert await rig.worker().run_once()
     job = await rig.store.intro_videos.get(job_id)
-    assert job is not None and job.status is IntroVideoStatus.FAILED and job.error
+    assert job is not None and job.status is IntroVideoStatus.FAILED
+    assert job.error == GENERIC_FAILURE  # no file path or library message reaches the user

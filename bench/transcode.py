@@ -50,7 +50,7 @@ def make_source(path: Path, seconds: float) -> Path:
             shift = (ramp + i * 8) % 256
             luma = np.broadcast_to(shift, (height, width)).astype(np.uint8)
             noise = rng.integers(0, 24, (height, width), dtype=np.uint8)
-            rgb = np.stack([luma, (luma + noise) % 256, 255 - luma], axis=-1)
+            rgb = np.stack([luma, luma + noise, 255 - luma], axis=-1)  # uint8 wraps
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, fps)
             for packet in video.encode(frame):

@@ -377,9 +377,11 @@ class _VideoPath:
                                 format="yuv420p", interpolation="AREA")
         turns = self.probe.rotation
         if turns == 0:
-            # A fresh frame without the source's side data (its display matrix would otherwise
-            # travel on, and a player would turn the upright picture again).
-            return VideoFrame.from_ndarray(scaled.to_ndarray(), format="yuv420p")
+            # No turn: any display matrix the frame still carries says "upright" too, so the
+            # scaled frame goes to the encoder as it is (no copy through numpy).
+            return scaled
+        # Turned: a fresh frame, without the source's display matrix (it would otherwise travel
+        # on, and a player would turn the upright picture again).
         return _rotate(scaled, turns)
 
 

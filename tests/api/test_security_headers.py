@@ -61,3 +61,16 @@ async def test_https_public_url_and_configured_cors_origins(aiohttp_client: Aioh
     assert pre.status == 204
     assert "Authorization" in pre.headers["Access-Control-Allow-Headers"]
     check_common(pre.headers)
+
+
+def test_blobs_on_another_origin_may_be_shown_and_played() -> None:
+    # selfies, posters (img-src) and intro videos (media-src) from an S3 endpoint
+    from api.security import content_security_policy
+
+    csp = dict(part.split(" ", 1) for part in
+               content_security_policy(["https://s3.example.com"]).split("; "))
+    assert "https://s3.example.com" in csp["img-src"].split()
+    assert "https://s3.example.com" in csp["media-src"].split()
+    assert "https://s3.example.com" not in csp["script-src"].split()
+    plain = dict(part.split(" ", 1) for part in content_security_policy().split("; "))
+    assert plain["media-src"] == "'self' blob:"

@@ -173,6 +173,45 @@ async function send(method, path, { body, auth }) {
   return data;
 }
 
+/**
+ * Upload a raw body with XMLHttpRequest, so `onProgress(loaded, total)` can follow the upload
+ * (fetch can't report upload progress). Resolves to the parsed JSON; rejects with ApiError.
+ */
+export function upload(method, path, blob, onProgress = () => {}) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(method, PREFIX + path);
+    const token = getToken();
+    if (token) xhr.setRequestHeader("Authorization", `Bearer ${token}`);
+    xhr.setRequestHeader("Content-Type", blob.type || "application/octet-stream");
+    xhr.timeout = UPLOAD_TIMEOUT_MS * 5; // a 50 MB video on a slow line
+    xhr.upload.onprogress = (ev) => {
+      if (ev.lengthComputable) onProgress(ev.loaded, ev.total);
+    };
+    xhr.upload.onload = () => onProgress(blob.size, blob.size);
+    xhr.onerror = () => reject(new ApiError("network", "", 0));
+    xhr.ontimeout = () => reject(new ApiError("network", "", 0));
+    xhr.onabort = () => reject(new ApiError("network", "", 0));
+    xhr.onload = () => {
+      let data = null;
+      try {
+        data = xhr.responseText ? JSON.parse(xhr.responseText) : null;
+      } catch {
+        data = null;
+      }
+      if (xhr.status >= 200 && xhr.status < 300) {
+        resolve(data);
+        return;
+      }
+      const e = (data && data.error) || {};
+      const retry = xhr.getResponseHeader("Retry-After");
+      reject(new ApiError(e.code || codeForStatus(xhr.status), e.message || "", xhr.status,
+        retry ? Number(retry) : null));
+    };
+    xhr.send(blob);
+  });
+}
+
 function codeForStatus(status) {
   return ({ 400: "invalid_argument", 401: "unauthenticated", 403: "permission_denied",
     404: "not_found", 409: "already_exists", 413: "payload_too_large",
@@ -193,6 +232,9 @@ export const api = {
   logout: () => request("POST", "/auth/logout"),
   me: () => request("GET", "/me"),
   putSelfie: (blob) => request("PUT", "/me/selfie", { body: blob }),
+  /** My intro video (WebM, MP4 or QuickTime), with `onProgress(loaded, total)`. */
+  putIntroVideo: (blob, onProgress) => upload("PUT", "/me/intro-video", blob, onProgress),
+  introVideo: () => request("GET", "/me/intro-video"),
   deck: () => request("GET", "/deck?limit=50"),
   calls: () => request("GET", "/me/calls"),
 };

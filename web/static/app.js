@@ -18,9 +18,11 @@ import {
 } from "./callview.js";
 import {
   loadConfig, scheduleDeckRefresh, refreshDeck, invite, setOutgoing, cancelInvite, addIncoming,
-  removeIncoming, renderIncoming, acceptInvite, declineInvite, inviteGone, tickCards
+  removeIncoming, renderIncoming, acceptInvite, declineInvite, inviteGone, tickCards,
+  stopCardIntros
 } from "./deck.js";
 import { toggleHistory } from "./history.js";
+import { wireIntro, loadIntro, resetIntro } from "./intro.js";
 import { DECK_REFRESH_MS, app, showScreen, focusHeading } from "./state.js";
 
 // ---------------------------------------------------------------- session
@@ -67,7 +69,10 @@ export function enter(user) {
   clearInterval(app.deckTimer);
   app.deckTimer = setInterval(refreshDeck, DECK_REFRESH_MS);
   refreshDeck();
-  if (first) focusHeading("deck-title");
+  if (first) {
+    loadIntro();
+    focusHeading("deck-title");
+  }
 }
 
 export function setMe(user) {
@@ -98,6 +103,7 @@ export function signOutLocally() {
   app.incoming = [];
   app.deck.clear();
   $("deck").replaceChildren();
+  resetIntro();
   $("chat-log").replaceChildren();
   $("me").dataset.userId = "";
   $("me-name").textContent = "";
@@ -225,6 +231,7 @@ export function wireMedia(media) {
 export function tick() {
   const now = serverNow() / 1000;
   if (app.call) {
+    stopCardIntros();  // no intro goes on playing behind the call
     const left = app.call.endsAt - now;
     $("time-left").textContent = formatClock(left);
     $("time-left").classList.toggle("ending", left <= 10);
@@ -287,6 +294,7 @@ export function wireEvents() {
   });
   $("error-dismiss").addEventListener("click", clearError);
   $("notice-dismiss").addEventListener("click", clearNotice);
+  wireIntro();
   wireMedia(app.media);
   setInterval(tick, 250);
 }

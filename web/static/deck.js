@@ -7,6 +7,7 @@ import {
 } from "./ui.js";
 import { failed, tick } from "./app.js";
 import { ROUND_SECONDS, app, focusHeading } from "./state.js";
+import { cardPicture, toggleCardIntro, stopCardIntro } from "./intro.js";
 
 // ---------------------------------------------------------------- config and deck
 
@@ -92,13 +93,15 @@ export const GENDERS = { female: "Female", male: "Male", nonbinary: "Non-binary"
  * them, answer their invite (Accept/Decline), or wait for them with a countdown (Cancel). */
 export function deckItem(person) {
   const li = h("li", { class: "person", dataset: { userId: person.id } },
-    avatarFor(person, "avatar-photo"),
+    cardPicture(person, avatarFor),
     h("div", { class: "person-info" },
       h("span", { class: "person-name" }, person.name),
       h("span", { class: "person-gender" }, GENDERS[person.gender] ?? "")),
     h("p", { class: "person-state", "aria-live": "polite", hidden: true },
       h("span", { class: "person-state-text" }), " ",
       h("span", { class: "person-countdown countdown" })),
+    h("button", { type: "button", class: "intro-play secondary", hidden: !person.videoUrl,
+      onclick: () => toggleCardIntro(li, avatarFor) }, "Play intro"),
     h("div", { class: "person-actions" },
       h("button", { type: "button", class: "invite-button", onclick: () => invite(person.id) },
         "Invite"),
@@ -109,8 +112,13 @@ export function deckItem(person) {
       h("button", { type: "button", class: "cancel-button secondary", hidden: true,
         onclick: () => cancelInvite() }, "Cancel")));
   labelCard(li, person);
-  li.dataset.selfie = stripQuery(person.selfieUrl);
+  li.dataset.selfie = pictureKey(person);
   return li;
+}
+
+/** What the card's picture shows: the intro's poster, else the selfie (without signatures). */
+function pictureKey(person) {
+  return person.posterUrl ? `poster:${stripQuery(person.posterUrl)}` : stripQuery(person.selfieUrl);
 }
 
 function labelCard(li, person) {
@@ -119,6 +127,8 @@ function labelCard(li, person) {
   li.querySelector(".accept-button").setAttribute("aria-label", `Accept ${name}'s invite`);
   li.querySelector(".decline-button").setAttribute("aria-label", `Decline ${name}'s invite`);
   li.querySelector(".cancel-button").setAttribute("aria-label", `Cancel your invite to ${name}`);
+  li.querySelector(".intro-play").setAttribute("aria-label",
+    `${li.dataset.playing ? "Stop" : "Play"} ${name}'s intro video`);
 }
 
 function incomingFrom(userId) {
@@ -129,10 +139,20 @@ export function updateDeckItem(li, person) {
   li.querySelector(".person-name").textContent = person.name;
   li.querySelector(".person-gender").textContent = GENDERS[person.gender] ?? "";
   labelCard(li, person);
-  // Signed URLs change on every listing: only reload the image when the picture changed.
-  if (li.dataset.selfie !== stripQuery(person.selfieUrl)) {
-    li.querySelector(".avatar").replaceWith(avatarFor(person, "avatar-photo"));
-    li.dataset.selfie = stripQuery(person.selfieUrl);
+  show(li.querySelector(".intro-play"), !!person.videoUrl);
+  if (li.dataset.playing && !person.videoUrl) stopCardIntro(li, avatarFor);
+  // Signed URLs change on every listing: only reload the image when the picture changed (and
+  // never while the intro plays in its place).
+  if (li.dataset.selfie !== pictureKey(person) && !li.dataset.playing) {
+    li.querySelector(".avatar").replaceWith(cardPicture(person, avatarFor));
+    li.dataset.selfie = pictureKey(person);
+  }
+}
+
+/** Stop every card's intro (a call starts: the deck is out of sight). */
+export function stopCardIntros() {
+  for (const li of document.querySelectorAll("#deck li.person[data-playing]")) {
+    stopCardIntro(li, avatarFor);
   }
 }
 

@@ -165,5 +165,5 @@ class RecordingWriter:
         self._out.close()
 
 
-__all__ = ["AUDIO_TIME_BASE", "OPUS_PRE_SKIP", "VIDEO_TIME_BASE", "RecordingError", "RecordingWriter",
-           "TrackSpec", "h264_parameter_sets", "opus_head"]
+__all__ = ["AUDIO_TIME_BASE", "OPUS_PRE_SKIP", "VIDEO_TIME_BASE", "RecordingError",
+           "RecordingWriter", "TrackSpec", "h264_parameter_sets", "opus_head"]

@@ -59,6 +59,7 @@ SELFIE_MEDIA = ("image/jpeg", "image/png", "image/webp")
 INTRO_MEDIA = ("video/webm", "video/mp4", "video/quicktime")
 INTRO_TOO_LARGE = "the video is larger than 50 MB"
 DEFAULT_INTRO_LIMITS = IntroLimits()
+INTRO_UPLOADS_PER_HOUR = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +251,9 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
         ctx = get()
         if request.content_type not in INTRO_MEDIA:
             raise UnsupportedMediaType(f"an intro video is sent as {', '.join(INTRO_MEDIA)}")
+        # each upload is up to 50 MB of disk and a transcode: a few an hour is plenty
+        await ctx.limiter.hit(f"intro-upload:{auth.user_id}", INTRO_UPLOADS_PER_HOUR, HOUR,
+                              "intro video uploads")
         limits = ctx.intro_limits
         ctx.uploads.mkdir(parents=True, exist_ok=True)
         staged = ctx.uploads / f"intro-{secrets.token_hex(12)}.part"
@@ -326,7 +330,8 @@ def api_endpoints(get: Callable[[], ApiContext]) -> list[Endpoint]:
                  "checked, then queued for transcoding; 202 with the job's state",
                  auth="user", request_media=INTRO_MEDIA, response=IntroVideoState,
                  status=202,
-                 errors=(E.PAYLOAD_TOO_LARGE, E.UNSUPPORTED_MEDIA_TYPE, E.INVALID_ARGUMENT)),
+                 errors=(E.PAYLOAD_TOO_LARGE, E.UNSUPPORTED_MEDIA_TYPE, E.INVALID_ARGUMENT,
+                         E.RATE_LIMITED)),
         Endpoint("GET", f"{PREFIX}/me/intro-video", get_intro_video,
                  "My intro video's processing state (percent done while it runs; signed "
                  "video and poster URLs once done)", auth="user", response=IntroVideoState,

@@ -156,6 +156,10 @@ def make_signup_limiter(settings: Settings, live: LiveState, clock: Clock) -> Si
 def make_api_context(services: Services,
                      notify_intro: Callable[[], None] | None = None) -> ApiContext:
     settings = services.settings
+    uploads = settings.data_dir / "uploads"
+    # An upload in progress does not survive a restart: what a crash left staged goes.
+    for stale in uploads.glob("*.part") if uploads.is_dir() else ():
+        stale.unlink(missing_ok=True)
     return ApiContext(
         accounts=make_accounts(settings, services.store, services.live, services.clock,
                                services.bus),
@@ -167,7 +171,7 @@ def make_api_context(services: Services,
         clock=services.clock,
         limits=Limits(token_per_minute=settings.rate_token_per_minute),
         trusted_proxies=parse_networks(settings.trusted_proxies),
-        uploads=settings.data_dir / "uploads",
+        uploads=uploads,
         intro_limits=IntroLimits(max_seconds=float(settings.intro_max_seconds)),
         notify_intro=notify_intro or (lambda: None),
     )

@@ -172,3 +172,25 @@ async def test_the_length_limit_is_a_setting(aiohttp_client: AiohttpClient, tmp_
     assert (status, error(body)) == (400, "invalid_argument")
     assert "longer" in body["error"]["message"]
     assert leftovers(tmp_path) == []
+
+
+async def test_uploads_are_rate_limited_per_user(api: Api, tmp_path: Path) -> None:
+    from api.v1 import INTRO_UPLOADS_PER_HOUR
+
+    token, _ = await api.guest()
+    for _ in range(INTRO_UPLOADS_PER_HOUR):
+        status, _body = await upload(api, token, b"")  # refused as empty, but counted
+        assert status == 400
+    status, body = await upload(api, token, b"")
+    assert (status, error(body)) == (429, "rate_limited")
+    other, _ = await api.guest("Bo")
+    assert (await upload(api, other, b""))[0] == 400  # another user is not affected
+
+
+async def test_a_staged_upload_left_by_a_crash_is_removed_at_start(
+        aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    (tmp_path / "uploads").mkdir()
+    leftover = tmp_path / "uploads" / "intro-deadbeef.part"
+    leftover.write_bytes(b"half an upload")
+    await make_api(aiohttp_client, tmp_path, {"NAPALMSKY_ROLES": "api,worker"})
+    assert not leftover.exists()

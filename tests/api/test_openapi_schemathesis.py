@@ -26,6 +26,7 @@ import io
 import os
 import signal
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,7 @@ from core.passwords import MAX_BYTES, check_password
 from napalmsky.composition import __version__
 from signaling.http import signaling_endpoints
 from tests.napalmsky.served import start_server
+from tests.recorder.samples import make_video
 from tests.services import require_redis
 
 EXAMPLES = int(os.environ.get("NAPALMSKY_SCHEMATHESIS_EXAMPLES", "25"))
@@ -112,6 +114,25 @@ schemathesis.openapi.format("password", PASSWORDS)
 schemathesis.openapi.media_type("image/jpeg", _images("JPEG"))
 schemathesis.openapi.media_type("image/png", _images("PNG"))
 schemathesis.openapi.media_type("image/webp", _images("WEBP"))
+
+
+def _videos(container: str) -> st.SearchStrategy[bytes]:
+    """Intro uploads the document allows: real short clips (schemathesis expects any data its
+    schema admits to be accepted; bad uploads are tests/api/test_intro_video.py's)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"clip.{container}"
+        if container == "webm":
+            make_video(path, width=64, height=64, seconds=0.6, audio=None)
+        else:
+            make_video(path, container="mp4", codec="libx264", width=64, height=64,
+                       seconds=0.6, audio=None)
+        clip = path.read_bytes()
+    return st.just(clip)
+
+
+schemathesis.openapi.media_type("video/webm", _videos("webm"))
+schemathesis.openapi.media_type("video/mp4", _videos("mp4"))
+schemathesis.openapi.media_type("video/quicktime", _videos("mp4"))
 
 
 def document() -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -91,6 +92,8 @@ class Producer:
         self._keyframe_at: float | None = None  # when the last keyframe start arrived
         self.nacks: NackGenerator | None = None
         self._estimator: FrameGroups | None = None
+        # a room recording's tap: every accepted packet, retransmissions unwrapped (one call)
+        self.recorder: Callable[[bytes], None] | None = None
         self.update(section)
 
     def update(self, section: SectionPlan) -> None:
@@ -180,6 +183,8 @@ class Producer:
                               self.ssrc or 0)
         if self._deferred is not None and self._is_keyframe(data[start:end]):
             self._keyframe_at = now
+        if self.recorder is not None:
+            self.recorder(data)
         for consumer in tuple(self.consumers):
             consumer.forward(data, start, end, now)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from core.clock import Clock
@@ -20,6 +21,7 @@ from sfu.events import (
 from sfu.internals import NetworkConfig, SfuCertificate
 from sfu.mux import UdpMux
 from sfu.producer import Producer
+from sfu.recording import RecordedFile, RoomRecording
 from sfu.stats import ForwardLatency, Totals, transport_totals
 from sfu.transport import Transport
 
@@ -48,6 +50,7 @@ class Router:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.retired = Totals()  # what closed transports of this room had counted
         self.latency = latency or ForwardLatency()
+        self.recording: RoomRecording | None = None
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `coro` as a task this router owns (cancelled and awaited on close)."""
@@ -81,6 +84,38 @@ class Router:
         for other in self.transports.values():
             if other is not transport and not other.closed:
                 other.consumers[producer.kind].attach(producer)
+        if self.recording is not None:
+            self._record(transport.user_id, producer)
+
+    # ---- recording ----
+
+    def start_recording(self, directory: Path) -> RoomRecording:
+        """Record every publisher of this room from now on (sfu.recording), into `directory`;
+        video publishers are asked for a keyframe so their files can start."""
+        if self.recording is None:
+            self.recording = RoomRecording(self.room_id, directory, self.video_codec)
+            for transport in self.transports.values():
+                for producer in transport.producers.values():
+                    self._record(transport.user_id, producer)
+        return self.recording
+
+    async def stop_recording(self) -> list[RecordedFile]:
+        """Stop recording and finish the files (off the event loop); [] when not recording."""
+        recording, self.recording = self.recording, None
+        if recording is None:
+            return []
+        for transport in self.transports.values():
+            for producer in transport.producers.values():
+                producer.recorder = None
+        return await asyncio.to_thread(recording.stop)
+
+    def _record(self, user_id: str, producer: Producer) -> None:
+        assert self.recording is not None
+        codec = producer.codec
+        producer.recorder = self.recording.tap(user_id, producer.kind, codec,
+                                               producer.clock_rate, producer.payload_type)
+        if producer.kind == "video":
+            producer.request_keyframe(force=True)
 
     def publishing_changed(self, transport: Transport) -> None:
         """Tell the other participants what `transport`'s participant publishes (a partner
@@ -126,6 +161,8 @@ class Router:
         if self.closed:
             return
         self.closed = True
+        if self.recording is not None:
+            await self.stop_recording()
         for transport in list(self.transports.values()):
             await transport.close(reason)
         current = asyncio.current_task()

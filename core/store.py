@@ -336,6 +336,7 @@ class Call:
     ended_at: datetime | None
     end_reason: CallEndReason | None
     alive_at: datetime | None = None
+    recorded: bool = False  # both participants agreed and recording was on: the SFU records
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,10 +448,11 @@ class CallRepository(Protocol):
         node_id: str,
         started_at: datetime,
         ends_at: datetime,
+        recorded: bool = False,
     ) -> Call:
-        """Record a call that has started. AlreadyExists for a room id already used, NotFound
-        for an unknown user, InvalidArgument when caller and callee are the same user or when
-        ends_at is not after started_at."""
+        """Record a call that has started (`recorded`: its media is being recorded).
+        AlreadyExists for a room id already used, NotFound for an unknown user, InvalidArgument
+        when caller and callee are the same user or when ends_at is not after started_at."""
         ...
 
     async def get(self, room_id: RoomId) -> Call | None: ...
@@ -669,6 +671,66 @@ class IntroVideoRepository(Protocol):
         ...
 
 
+class RecordingStatus(StrEnum):
+    RECORDING = "recording"  # the SFU is writing it
+    READY = "ready"  # finished and in the blob store: it plays
+    FAILED = "failed"  # cut short (a crash, an error): nothing to play
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """One participant's media of a recorded call: a WebM or Matroska file in the blob store
+    once ready. `user_id` is whose media it holds; both participants of the call (and admins)
+    may fetch it and either participant may delete the call's recordings."""
+
+    recording_id: str
+    room_id: RoomId
+    user_id: UserId
+    node_id: str
+    status: RecordingStatus
+    blob_key: str | None
+    container: str | None  # "webm" or "matroska"
+    video_codec: str | None
+    audio_codec: str | None
+    duration: float | None  # seconds
+    size: int | None  # bytes
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RecordingRepository(Protocol):
+    async def start(self, room_id: RoomId, user_ids: Sequence[UserId],
+                    node_id: str) -> list[Recording]:
+        """A `recording` row per participant of the call `room_id`, recorded on `node_id`.
+        NotFound for an unknown call or user."""
+        ...
+
+    async def finish(self, recording_id: str, *, blob_key: str, container: str,
+                     video_codec: str | None, audio_codec: str | None, duration: float,
+                     size: int) -> bool:
+        """recording -> ready with the file's facts; False (nothing written) otherwise."""
+        ...
+
+    async def fail(self, recording_id: str, error: str) -> bool:
+        """recording -> failed with `error`; False when it is not recording."""
+        ...
+
+    async def for_room(self, room_id: RoomId) -> list[Recording]:
+        """The call's recordings, oldest first."""
+        ...
+
+    async def delete_room(self, room_id: RoomId) -> list[Recording]:
+        """Remove the call's recordings and return them (their blobs are the caller's to
+        delete)."""
+        ...
+
+    async def fail_unfinished(self, node_id: str) -> int:
+        """Mark failed every recording still `recording` on `node_id` (the node restarted: its
+        files were never finished); returns how many."""
+        ...
+
+
 class Store(Protocol):
     @property
     def users(self) -> UserRepository: ...
@@ -699,6 +761,9 @@ class Store(Protocol):
 
     @property
     def intro_videos(self) -> IntroVideoRepository: ...
+
+    @property
+    def recordings(self) -> RecordingRepository: ...
 
     async def ping(self) -> None:
         """Return when the database answers; raise core.errors.Unavailable otherwise."""

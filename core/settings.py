@@ -116,6 +116,7 @@ class Settings:
     turn_relay_port_max: int
     turn_allowed_peers: tuple[str, ...]
     intro_max_seconds: int
+    recording: bool
 
     @property
     def is_sqlite(self) -> bool:
@@ -139,6 +140,15 @@ def _port(raw: str) -> int:
     if not 1 <= value <= 65535:
         raise ValueError("expected an integer between 1 and 65535")
     return value
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _positive_int(raw: str) -> int:
@@ -541,6 +551,9 @@ SETTINGS: tuple[Setting, ...] = (
             "and link-local is denied otherwise."),
     Setting("intro_max_seconds", "NAPALMSKY_INTRO_MAX_SECONDS", _positive_int, "60",
             "Longest intro video accepted, in seconds (uploads are also capped at 50 MB)."),
+    Setting("recording", "NAPALMSKY_RECORDING", _bool, "false",
+            "Offer call recording: a call is recorded (on the SFU node, without transcoding) "
+            "only when this is on and both people agree in the invite and the accept."),
 )
 
 _BY_FIELD = {s.field: s for s in SETTINGS}

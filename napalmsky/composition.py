@@ -55,6 +55,7 @@ from signaling.gateway import Gateway, SocketLimits
 from signaling.http import SignalingContext, signaling_endpoints
 from signaling.placement import LocalPlacement
 from signaling.presence import Presence
+from signaling.recordings import Recordings
 from signaling.recovery import NodeKeeper
 from signaling.timers import Timers
 from turn.servers import IceServers
@@ -181,12 +182,16 @@ async def open_signaling(app: web.Application, services: Services) -> SignalingC
     settings = services.settings
     timers = Timers(services.clock)
     presence = Presence(services.live, services.bus)
-    placement = LocalPlacement(app.get(SFU), settings.node_id, settings.public_url)
+    recordings = Recordings(services.store, services.blobs, settings.node_id)
+    await recordings.recover()
+    placement = LocalPlacement(app.get(SFU), settings.node_id, settings.public_url,
+                               recordings=settings.data_dir / "recordings",
+                               on_recorded=recordings.finish)
     rules = CallRules(
         min_seconds=settings.call_min_seconds, max_seconds=settings.call_max_seconds,
         default_seconds=settings.call_default_seconds, invite_ttl=settings.invite_ttl,
         reconnect_grace=settings.reconnect_grace,
-        cooldown=timedelta(hours=settings.cooldown_hours),
+        cooldown=timedelta(hours=settings.cooldown_hours), recording=settings.recording,
     )
     calls = CallService(store=services.store, live=services.live, bus=services.bus,
                         presence=presence, placement=placement, timers=timers,
@@ -222,7 +227,7 @@ async def open_signaling(app: web.Application, services: Services) -> SignalingC
     timers.call_at(services.clock.time() + keeper.interval, "beat", beat_again)
     timers.call_at(services.clock.time() + SWEEP_INTERVAL, "sweeper", sweep_again)
     return SignalingContext(api=app[API], presence=presence, gateway=gateway, calls=calls,
-                            timers=timers, keeper=keeper)
+                            timers=timers, keeper=keeper, recordings=recordings)
 
 
 def make_blob_store(settings: Settings, clock: Clock) -> BlobStore:

@@ -165,5 +165,43 @@ class RecordingWriter:
         self._out.close()
 
 
+@dataclass(frozen=True, slots=True)
+class RecordingFacts:
+    """What a finished recording holds: seconds from its first to its last packet, codecs."""
+
+    duration: float
+    video_codec: str | None
+    audio_codec: str | None
+
+
+def inspect_recording(path: Path) -> RecordingFacts | None:
+    """The facts of a recording file that plays (its first video frame decodes), else None.
+    Demuxes every packet (no decoding beyond that frame): seconds on a long call."""
+    try:
+        with av.open(str(path)) as media:
+            video = media.streams.video[0] if media.streams.video else None
+            audio = media.streams.audio[0] if media.streams.audio else None
+            if video is None:
+                return None
+            first: float | None = None
+            last = 0.0
+            for packet in media.demux():
+                if packet.pts is None or packet.time_base is None:
+                    continue
+                at = float(packet.pts * packet.time_base)
+                first = at if first is None else min(first, at)
+                last = max(last, at)
+            media.seek(0)
+            if next(iter(media.decode(video=0)), None) is None:
+                return None
+            return RecordingFacts(
+                duration=round(last - (first or 0.0), 3),
+                video_codec=video.codec_context.name,
+                audio_codec=audio.codec_context.name if audio is not None else None)
+    except (av.FFmpegError, OSError, ValueError, EOFError):
+        return None
+
+
 __all__ = ["AUDIO_TIME_BASE", "OPUS_PRE_SKIP", "VIDEO_TIME_BASE", "RecordingError",
-           "RecordingWriter", "TrackSpec", "h264_parameter_sets", "opus_head"]
+           "RecordingFacts", "RecordingWriter", "TrackSpec", "h264_parameter_sets",
+           "inspect_recording", "opus_head"]

@@ -51,6 +51,7 @@ class Router:
         self.retired = Totals()  # what closed transports of this room had counted
         self.latency = latency or ForwardLatency()
         self.recording: RoomRecording | None = None
+        self.was_recorded = False  # a recording ran in this room (its files may be empty)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `coro` as a task this router owns (cancelled and awaited on close)."""
@@ -94,6 +95,7 @@ class Router:
         video publishers are asked for a keyframe so their files can start."""
         if self.recording is None:
             self.recording = RoomRecording(self.room_id, directory, self.video_codec)
+            self.was_recorded = True
             for transport in self.transports.values():
                 for producer in transport.producers.values():
                     self._record(transport.user_id, producer)

@@ -57,6 +57,7 @@ class CallRules:
     reconnect_grace: float = 15.0
     cooldown: timedelta = timedelta(hours=24)
     join_token_ttl: int = 600
+    recording: bool = False  # calls may be recorded when both participants agree
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +119,12 @@ class Invite:
     to_id: str
     seconds: int
     expires_at: float
+    record: bool = False  # the caller asks to record the call (and consents to it)
 
     def to_json(self) -> dict[str, Any]:
         return {"inviteId": self.invite_id, "from": {"id": self.from_id, "name": self.from_name},
-                "to": self.to_id, "seconds": self.seconds, "expiresAt": self.expires_at}
+                "to": self.to_id, "seconds": self.seconds, "expiresAt": self.expires_at,
+                "record": self.record}
 
     def wire(self) -> dict[str, Any]:
         """As the protocol sends it: the expiry in ISO 8601."""
@@ -131,7 +134,7 @@ class Invite:
     def from_json(cls, raw: str) -> Invite:
         d = json.loads(raw)
         return cls(d["inviteId"], d["from"]["id"], d["from"]["name"], d["to"], d["seconds"],
-                   d["expiresAt"])
+                   d["expiresAt"], bool(d.get("record", False)))
 
 
 class CallService:
@@ -178,8 +181,13 @@ class CallService:
 
     # ---- invites ----
 
-    async def invite(self, caller_id: str, to: str, seconds: int | None) -> Invite:
+    async def invite(self, caller_id: str, to: str, seconds: int | None, *,
+                     record: bool = False) -> Invite:
+        """Invite `to` for `seconds`; `record`: the caller asks to record the call (refused
+        with FailedPrecondition when recording is off on this service)."""
         rules = self.rules
+        if record and not rules.recording:
+            raise FailedPrecondition("calls are not recorded on this service")
         seconds = rules.default_seconds if seconds is None else seconds
         if isinstance(seconds, bool) or not isinstance(seconds, int) or not (
             rules.min_seconds <= seconds <= rules.max_seconds
@@ -209,7 +217,7 @@ class CallService:
         expires_at = self.clock.time() + rules.invite_ttl
         if not await self.live.claim(f"invite:caller:{caller_id}", invite_id, rules.invite_ttl):
             raise FailedPrecondition("you already have a pending invite")
-        invite = Invite(invite_id, caller_id, caller.name, to, seconds, expires_at)
+        invite = Invite(invite_id, caller_id, caller.name, to, seconds, expires_at, record)
         await self.live.set(f"invite:{invite_id}", json.dumps(invite.to_json()),
                             ttl=rules.invite_ttl + 5)
         await self.live.set_add(f"invite:to:{to}", invite_id, rules.invite_ttl)
@@ -258,8 +266,9 @@ class CallService:
         for user in (taken.from_id, taken.to_id):
             await self.send(user, kind, inviteId=invite_id)
 
-    async def accept(self, user_id: str, invite_id: str) -> str:
-        """Start the call; returns its room id. Two racing accepts start one call."""
+    async def accept(self, user_id: str, invite_id: str, *, record: bool = False) -> str:
+        """Start the call; returns its room id. Two racing accepts start one call. It is
+        recorded only when recording is on, the caller asked and the callee agrees (`record`)."""
         if (await self._peek(invite_id)).to_id != user_id:
             raise PermissionDenied("not your invite")
         invite = await self._take(invite_id)
@@ -280,10 +289,17 @@ class CallService:
             await self.live.set(f"room:sfu:{room_id}", placed.sfu_url, ttl=ttl)
             now = self.clock.time()
             ends_at = now + invite.seconds
+            recorded = self.rules.recording and invite.record and record
             call = await self.store.calls.create(
                 room_id=RoomId(room_id), caller_id=UserId(invite.from_id),
                 callee_id=UserId(invite.to_id), node_id=placed.node_id,
-                started_at=utc_from_timestamp(now), ends_at=utc_from_timestamp(ends_at))
+                started_at=utc_from_timestamp(now), ends_at=utc_from_timestamp(ends_at),
+                recorded=recorded)
+            if recorded:
+                participants = [UserId(invite.from_id), UserId(invite.to_id)]
+                await self.store.recordings.start(RoomId(room_id), participants,
+                                                  placed.node_id)
+                await self.placement.start_recording(room_id)
             await self.live.set(f"call:info:{room_id}", CallFacts.of(call).to_json(), ttl=ttl)
         except Exception:
             if placed is not None:
@@ -325,6 +341,7 @@ class CallService:
             "endsAt": iso_utc(call.ends_at.timestamp()),
             "partner": {"id": partner, "name": partner_user.name if partner_user else ""},
             "sfu": {"url": placed_url, "token": token},
+            "recorded": call.recorded,  # both agreed: the call screen shows it to both
             "iceServers": self.ice.for_user(user_id, self.region).servers,
             "messages": messages,  # the chat so far, so a client that resumes can show it
         }

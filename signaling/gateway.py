@@ -390,11 +390,12 @@ class Gateway:
         if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)):
             raise InvalidArgument("'seconds' must be an integer")
         invite = await self.calls.invite(conn.user_id, field_str(data, "to", max_length=64),
-                                         seconds)
+                                         seconds, record=_flag(data, "record"))
         return {"inviteId": invite.invite_id, "expiresAt": iso_utc(invite.expires_at)}
 
     async def _accept(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
-        room_id = await self.calls.accept(conn.user_id, field_str(data, "inviteId"))
+        room_id = await self.calls.accept(conn.user_id, field_str(data, "inviteId"),
+                                          record=_flag(data, "record"))
         return {"roomId": room_id}
 
     async def _decline(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
@@ -426,3 +427,11 @@ class Gateway:
     async def _leave(self, conn: Connection, data: dict[str, Any]) -> dict[str, Any]:
         await self.calls.leave(conn.user_id, field_str(data, "roomId"))
         return {}
+
+
+def _flag(data: dict[str, Any], name: str) -> bool:
+    """An optional boolean field (absent: False); InvalidArgument for anything else."""
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"'{name}' must be true or false")
+    return value

@@ -14,13 +14,15 @@ from api.endpoints import Endpoint, dump, parse_params
 from api.schemas import DeckQuery
 from api.v1 import PREFIX, SELFIE_URL_TTL, ApiContext, authenticate_request
 from core.clock import utc_from_timestamp
-from core.ids import UserId
-from core.store import BanStatus
+from core.errors import ErrorCode, NotFound
+from core.ids import RoomId, UserId, is_uuid
+from core.store import BanStatus, RecordingStatus
 from recorder.intro_worker import poster_key_of
 from signaling.calls import CallService
 from signaling.gateway import Gateway
 from signaling.presence import Presence
 from signaling.protocol import PROTOCOL_VERSION
+from signaling.recordings import Recordings
 from signaling.recovery import NodeKeeper
 from signaling.timers import Timers
 
@@ -29,6 +31,7 @@ class ClientConfig(BaseModel):
     """What a client needs before it signs in."""
 
     protocol: int
+    recordingEnabled: bool = False  # calls may be recorded when both people agree
     callMinSeconds: int
     callMaxSeconds: int
     callDefaultSeconds: int
@@ -69,6 +72,32 @@ class CallHistory(BaseModel):
     calls: list[CallRecord]
 
 
+class RecordingOut(BaseModel):
+    """One participant's media of a recorded call. `url` (signed, expiring) once ready."""
+
+    userId: str
+    status: str
+    url: str | None = None
+    container: str | None = None
+    videoCodec: str | None = None
+    audioCodec: str | None = None
+    durationSeconds: float | None = None
+    sizeBytes: int | None = None
+    error: str | None = None
+
+
+class CallRecordings(BaseModel):
+    recordings: list[RecordingOut]
+
+
+class Deleted(BaseModel):
+    deleted: int
+
+
+class RoomPath(BaseModel):
+    room_id: str
+
+
 class IceServer(BaseModel):
     """One W3C RTCIceServer (WebRTC 1.0 section 4.2.1): STUN URLs alone, or TURN URLs with a
     TURN REST username and credential."""
@@ -101,6 +130,7 @@ class SignalingContext:
     calls: CallService
     timers: Timers
     keeper: NodeKeeper
+    recordings: Recordings
 
 
 def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
@@ -112,7 +142,8 @@ def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
         return dump(ClientConfig(
             protocol=PROTOCOL_VERSION, callMinSeconds=rules.min_seconds,
             callMaxSeconds=rules.max_seconds, callDefaultSeconds=rules.default_seconds,
-            inviteSeconds=rules.invite_ttl, reconnectGraceSeconds=rules.reconnect_grace))
+            inviteSeconds=rules.invite_ttl, reconnectGraceSeconds=rules.reconnect_grace,
+            recordingEnabled=rules.recording))
 
     async def deck(request: web.Request) -> web.Response:
         ctx = get()
@@ -175,6 +206,38 @@ def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
             expiresAt=utc_from_timestamp(found.expires_at) if found.expires_at else None,
             region=calls.region))
 
+    async def recorded_call(request: web.Request) -> tuple[SignalingContext, str]:
+        """The call's id, when the caller was in it or is an admin; NotFound otherwise (a
+        stranger learns nothing, not even that the call exists)."""
+        ctx = get()
+        auth = await authenticate_request(request, ctx.api)
+        room_id = parse_params(request, RoomPath).room_id
+        call = await ctx.api.store.calls.get(RoomId(room_id)) if is_uuid(room_id) else None
+        if call is None:
+            raise NotFound("call not found")
+        if auth.user_id not in (call.caller_id, call.callee_id):
+            user = await ctx.api.accounts.user(auth)
+            if not user.is_admin:
+                raise NotFound("call not found")
+        return ctx, room_id
+
+    async def call_recordings(request: web.Request) -> web.Response:
+        ctx, room_id = await recorded_call(request)
+        out = []
+        for row in await ctx.api.store.recordings.for_room(RoomId(room_id)):
+            url = None
+            if row.status is RecordingStatus.READY and row.blob_key:
+                url = await ctx.api.blobs.url(row.blob_key, SELFIE_URL_TTL)
+            out.append(RecordingOut(
+                userId=row.user_id, status=row.status.value, url=url, container=row.container,
+                videoCodec=row.video_codec, audioCodec=row.audio_codec,
+                durationSeconds=row.duration, sizeBytes=row.size, error=row.error))
+        return dump(CallRecordings(recordings=out))
+
+    async def delete_recordings(request: web.Request) -> web.Response:
+        ctx, room_id = await recorded_call(request)
+        return dump(Deleted(deleted=await ctx.recordings.delete(room_id)))
+
     return [
         Endpoint("GET", "/ws", socket, "The signaling WebSocket (see docs/protocol.md)"),
         Endpoint("GET", f"{PREFIX}/config", config,
@@ -185,6 +248,13 @@ def signaling_endpoints(get: Callable[[], SignalingContext]) -> list[Endpoint]:
                  auth="user", response=DeckPage, params=DeckQuery),
         Endpoint("GET", f"{PREFIX}/me/calls", my_calls, "My call history, newest first",
                  auth="user", response=CallHistory),
+        Endpoint("GET", f"{PREFIX}/calls/{{room_id}}/recordings", call_recordings,
+                 "A recorded call's files (each participant's media) with signed URLs once "
+                 "ready: for the call's participants and admins", auth="user",
+                 params=RoomPath, response=CallRecordings, errors=(ErrorCode.NOT_FOUND,)),
+        Endpoint("DELETE", f"{PREFIX}/calls/{{room_id}}/recordings", delete_recordings,
+                 "Delete a call's recordings (either participant, or an admin)", auth="user",
+                 params=RoomPath, response=Deleted, errors=(ErrorCode.NOT_FOUND,)),
         Endpoint("GET", f"{PREFIX}/ice-servers", ice_servers,
                  "STUN and TURN servers of my region, TURN with a short-lived credential "
                  "(the same list `call:start` carries)", auth="user", response=IceServerConfig),

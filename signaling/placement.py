@@ -7,12 +7,14 @@ with one that picks a node by region and load and routes these calls over the bu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from core.errors import Unavailable
 from sfu.events import ParticipantConnected, ParticipantFailed, ParticipantLeft, SfuEvent
+from sfu.recording import RecordedFile
 from sfu.server import SfuServer
 
 
@@ -38,6 +40,10 @@ class Placement(Protocol):
 
     async def close_room(self, room_id: str, reason: str) -> None: ...
 
+    async def start_recording(self, room_id: str) -> None:
+        """Record the room's media where it is hosted (both participants agreed)."""
+        ...
+
     def on_media(self, listener: MediaListener) -> None: ...
 
     def room_ids(self) -> list[str]:
@@ -51,10 +57,20 @@ class Placement(Protocol):
         ...
 
 
+RecordedHandler = Callable[[str, list[RecordedFile]], Awaitable[None]]
+
+
 class LocalPlacement:
-    def __init__(self, sfu: SfuServer | None, node_id: str, public_url: str) -> None:
+    """Rooms on this node's own SFU. A recorded room's files go to `recordings` while the call
+    runs and to `on_recorded(room_id, files)` once the room closes (to store them)."""
+
+    def __init__(self, sfu: SfuServer | None, node_id: str, public_url: str, *,
+                 recordings: Path | None = None,
+                 on_recorded: RecordedHandler | None = None) -> None:
         self.sfu = sfu
         self.node_id = node_id
+        self.recordings = recordings
+        self.on_recorded = on_recorded
         self.sfu_url = public_url.replace("http://", "ws://").replace("https://", "wss://")
         self.sfu_url += "/sfu/ws"
         self._listeners: list[MediaListener] = []
@@ -68,8 +84,19 @@ class LocalPlacement:
         return PlacedRoom(room_id, self.node_id, self.sfu_url)
 
     async def close_room(self, room_id: str, reason: str) -> None:
-        if self.sfu is not None:
-            await self.sfu.close_room(room_id, reason)
+        if self.sfu is None:
+            return
+        router = self.sfu.rooms.get(room_id)
+        files = await router.stop_recording() if router is not None else []
+        await self.sfu.close_room(room_id, reason)
+        if router is not None and router.was_recorded and self.on_recorded is not None:
+            await self.on_recorded(room_id, files)
+
+    async def start_recording(self, room_id: str) -> None:
+        router = self.sfu.rooms.get(room_id) if self.sfu is not None else None
+        if router is None or self.recordings is None:
+            raise Unavailable("this node cannot record the room")
+        router.start_recording(self.recordings)
 
     def on_media(self, listener: MediaListener) -> None:
         self._listeners.append(listener)

@@ -60,6 +60,8 @@ from core.store import (
     InviteType,
     NewUser,
     PaidStatus,
+    Recording,
+    RecordingStatus,
     ReferralNotification,
     Report,
     ReviewStatus,
@@ -275,6 +277,7 @@ def _call(row: RowMapping) -> Call:
         ended_at=row["ended_at"],
         end_reason=None if reason is None else CallEndReason(reason),
         alive_at=row["alive_at"],
+        recorded=bool(row["recorded"]),
     )
 
 
@@ -761,6 +764,7 @@ class SqlCallRepository:
         node_id: str,
         started_at: datetime,
         ends_at: datetime,
+        recorded: bool = False,
     ) -> Call:
         values: dict[str, Any] = {
             "room_id": _id(room_id, "room_id"),
@@ -772,6 +776,7 @@ class SqlCallRepository:
             "ended_at": None,
             "end_reason": None,
             "alive_at": _time(started_at, "started_at"),
+            "recorded": bool(recorded),
         }
         if caller_id == callee_id:
             raise InvalidArgument("a call needs two different users")
@@ -1402,6 +1407,127 @@ class SqlIntroVideoRepository:
         return result.rowcount == 1
 
 
+def _recording(row: RowMapping) -> Recording:
+    return Recording(
+        recording_id=str(row["recording_id"]), room_id=RoomId(row["room_id"]),
+        user_id=UserId(row["user_id"]), node_id=row["node_id"],
+        status=RecordingStatus(row["status"]), blob_key=row["blob_key"],
+        container=row["container"], video_codec=row["video_codec"],
+        audio_codec=row["audio_codec"], duration=row["duration"], size=row["size"],
+        error=row["error"], created_at=row["created_at"], updated_at=row["updated_at"],
+    )
+
+
+def _oldest_first(recordings: list[Recording]) -> list[Recording]:
+    return sorted(recordings, key=lambda r: (r.created_at, r.recording_id))
+
+
+class SqlRecordingRepository:
+    """Call recordings (core.store.RecordingRepository). Every change of state is one
+    conditional UPDATE on `status = 'recording'`, so a recording is finished or failed once."""
+
+    NODE_RESTARTED = "the node restarted before the recording was finished"
+
+    def __init__(self, db: _Db) -> None:
+        self._db = db
+
+    async def start(self, room_id: RoomId, user_ids: Sequence[UserId],
+                    node_id: str) -> list[Recording]:
+        _id(room_id, "room_id")
+        users = list(dict.fromkeys(_id(user_id, "user_id") for user_id in user_ids))
+        if not users:
+            raise InvalidArgument("a recording needs at least one participant")
+        if not isinstance(node_id, str) or not node_id:
+            raise InvalidArgument("node_id cannot be empty")
+        _check_lengths(t.recordings, {"node_id": node_id})
+        now = self._db.now()
+        rows = [
+            {"recording_id": new_id(), "room_id": room_id, "user_id": user_id,
+             "node_id": node_id, "status": RecordingStatus.RECORDING.value,
+             "created_at": now, "updated_at": now}
+            for user_id in users
+        ]
+        async with self._db.tx(missing="call or user not found") as conn:
+            # One INSERT per row: RETURNING of a multi-row INSERT is not supported everywhere.
+            made = [
+                _recording((await conn.execute(
+                    sa.insert(t.recordings).values(row).returning(t.recordings)
+                )).one()._mapping)
+                for row in rows
+            ]
+        return made
+
+    async def finish(self, recording_id: str, *, blob_key: str, container: str,
+                     video_codec: str | None, audio_codec: str | None, duration: float,
+                     size: int) -> bool:
+        if not isinstance(blob_key, str) or not blob_key:
+            raise InvalidArgument("blob_key cannot be empty")
+        if not isinstance(container, str) or not container:
+            raise InvalidArgument("container cannot be empty")
+        if isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0:
+            raise InvalidArgument("duration must be a number >= 0")
+        values: dict[str, Any] = {
+            "status": RecordingStatus.READY.value, "blob_key": blob_key,
+            "container": container, "video_codec": video_codec, "audio_codec": audio_codec,
+            "duration": float(duration), "size": _count(size, "size"), "error": None,
+        }
+        _check_lengths(t.recordings, values)
+        if not is_uuid(recording_id):
+            return False
+        return await self._leave_recording(recording_id, values)
+
+    async def fail(self, recording_id: str, error: str) -> bool:
+        if not is_uuid(recording_id):
+            return False
+        return await self._leave_recording(
+            recording_id, {"status": RecordingStatus.FAILED.value, "error": str(error)[:255]})
+
+    async def _leave_recording(self, recording_id: str, values: dict[str, Any]) -> bool:
+        c = t.recordings.c
+        async with self._db.tx() as conn:
+            result = await conn.execute(
+                sa.update(t.recordings)
+                .where(c.recording_id == recording_id,
+                       c.status == RecordingStatus.RECORDING.value)
+                .values(**values, updated_at=self._db.now())
+            )
+        return result.rowcount == 1
+
+    async def for_room(self, room_id: RoomId) -> list[Recording]:
+        if not is_uuid(room_id):
+            return []
+        c = t.recordings.c
+        async with self._db.tx() as conn:
+            rows = (await conn.execute(
+                sa.select(t.recordings).where(c.room_id == room_id)
+                .order_by(c.created_at, c.recording_id)
+            )).all()
+        return [_recording(row._mapping) for row in rows]
+
+    async def delete_room(self, room_id: RoomId) -> list[Recording]:
+        if not is_uuid(room_id):
+            return []
+        async with self._db.tx() as conn:
+            rows = (await conn.execute(
+                sa.delete(t.recordings).where(t.recordings.c.room_id == room_id)
+                .returning(t.recordings)
+            )).all()
+        return _oldest_first([_recording(row._mapping) for row in rows])
+
+    async def fail_unfinished(self, node_id: str) -> int:
+        if not isinstance(node_id, str) or not node_id:
+            return 0
+        c = t.recordings.c
+        async with self._db.tx() as conn:
+            result = await conn.execute(
+                sa.update(t.recordings)
+                .where(c.node_id == node_id, c.status == RecordingStatus.RECORDING.value)
+                .values(status=RecordingStatus.FAILED.value, error=self.NODE_RESTARTED,
+                        updated_at=self._db.now())
+            )
+        return int(result.rowcount)
+
+
 class SqlStore:
     """core.store.Store on an AsyncEngine. The store owns the engine: close() disposes it."""
 
@@ -1417,6 +1543,7 @@ class SqlStore:
         self._bans = SqlBanRepository(self._db)
         self._referral_notifications = SqlReferralNotificationRepository(self._db)
         self._intro_videos = SqlIntroVideoRepository(self._db)
+        self._recordings = SqlRecordingRepository(self._db)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -1461,6 +1588,10 @@ class SqlStore:
     @property
     def intro_videos(self) -> SqlIntroVideoRepository:
         return self._intro_videos
+
+    @property
+    def recordings(self) -> SqlRecordingRepository:
+        return self._recordings
 
     async def ping(self) -> None:
         async with self._db.tx() as conn:

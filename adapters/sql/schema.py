@@ -194,6 +194,8 @@ calls = sa.Table(
     sa.Column("end_reason", sa.String(20), nullable=True),
     # The last time the node hosting the media vouched that the call's room was up.
     sa.Column("alive_at", UtcDateTime(), nullable=True),
+    # Both participants agreed and recording was on: the SFU records the call's media.
+    sa.Column("recorded", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint(
         "end_reason IN ('completed', 'left', 'disconnected', 'failed', 'node_lost',"
         " 'cancelled')",
@@ -248,8 +250,35 @@ intro_videos = sa.Table(
     sa.Index("ix_intro_videos_user_id_created_at", "user_id", "created_at"),
 )
 
+# One participant's media of a recorded call: written by the SFU (`recording`), then `ready`
+# with its file in the blob store, or `failed`. Removed with its call or its user.
+recordings = sa.Table(
+    "recordings",
+    metadata,
+    sa.Column("recording_id", id_type(), primary_key=True),
+    sa.Column(
+        "room_id", id_type(), sa.ForeignKey("calls.room_id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("user_id", id_type(), sa.ForeignKey(USER_FK, ondelete="CASCADE"), nullable=False),
+    sa.Column("node_id", sa.String(63), nullable=False),
+    sa.Column("status", sa.String(12), nullable=False),
+    sa.Column("blob_key", sa.String(255), nullable=True),
+    sa.Column("container", sa.String(12), nullable=True),
+    sa.Column("video_codec", sa.String(12), nullable=True),
+    sa.Column("audio_codec", sa.String(12), nullable=True),
+    sa.Column("duration", sa.Float, nullable=True),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("error", sa.String(255), nullable=True),
+    sa.Column("created_at", UtcDateTime(), nullable=False),
+    sa.Column("updated_at", UtcDateTime(), nullable=False),
+    sa.CheckConstraint("status IN ('recording', 'ready', 'failed')", name="status"),
+    sa.Index("ix_recordings_room_id", "room_id"),
+    sa.Index("ix_recordings_node_id_status", "node_id", "status"),
+)
+
 ALL_TABLES: tuple[sa.Table, ...] = (
     intro_videos,
+    recordings,
     users,
     sessions,
     chat_history,

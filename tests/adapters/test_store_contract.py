@@ -44,6 +44,7 @@ from core.store import (
     InviteType,
     NewUser,
     PaidStatus,
+    RecordingStatus,
     ReviewStatus,
     Store,
     User,
@@ -1147,3 +1148,193 @@ async def test_intro_job_refusals_and_unknown_ids(backend: Backend) -> None:
     # deleting the user deletes the jobs
     assert await s.users.delete(ada.user_id)
     assert await count_rows(s.engine, t.intro_videos) == 0
+
+
+# ---- recordings ----
+
+
+async def recorded_call(backend: Backend, caller: User, callee: User,
+                        node_id: str = "n1") -> Call:
+    return await backend.store.calls.create(
+        room_id=RoomId(new_id()), caller_id=caller.user_id, callee_id=callee.user_id,
+        node_id=node_id, started_at=backend.now(), ends_at=backend.now() + HOUR, recorded=True)
+
+
+async def test_call_recorded_round_trips(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    recorded = await recorded_call(backend, ada, bob)
+    assert recorded.recorded is True
+    assert await s.calls.get(recorded.room_id) == recorded
+    await s.calls.mark_ended(recorded.room_id, CallEndReason.LEFT, backend.now())
+    plain = await s.calls.create(
+        room_id=RoomId(new_id()), caller_id=ada.user_id, callee_id=bob.user_id, node_id="n1",
+        started_at=backend.now(), ends_at=backend.now() + HOUR)
+    assert plain.recorded is False
+    assert (await s.calls.get(plain.room_id)).recorded is False  # type: ignore[union-attr]
+    assert (await s.calls.active_for_user(ada.user_id)) == plain
+
+
+async def test_recordings_start_then_finish_once(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    call = await recorded_call(backend, ada, bob)
+    started = await s.recordings.start(call.room_id, [ada.user_id, bob.user_id], "n1")
+    assert [r.user_id for r in started] == [ada.user_id, bob.user_id]
+    assert len({r.recording_id for r in started}) == 2
+    for r in started:
+        assert (r.room_id, r.node_id, r.status) == (call.room_id, "n1",
+                                                   RecordingStatus.RECORDING)
+        assert (r.blob_key, r.container, r.video_codec, r.audio_codec) == (None,) * 4
+        assert (r.duration, r.size, r.error) == (None, None, None)
+        assert r.created_at == r.updated_at == backend.now()
+        assert_aware_utc(r)
+    assert sorted(await s.recordings.for_room(call.room_id), key=lambda r: r.user_id) == sorted(
+        started, key=lambda r: r.user_id)
+
+    backend.clock.advance(90)
+    first = started[0]
+    assert await s.recordings.finish(
+        first.recording_id, blob_key="recordings/a.webm", container="webm",
+        video_codec="vp8", audio_codec="opus", duration=89.5, size=12_345_678_901)
+    assert not await s.recordings.finish(  # the second time: nothing written
+        first.recording_id, blob_key="recordings/other.webm", container="matroska",
+        video_codec=None, audio_codec=None, duration=1.0, size=1)
+    assert not await s.recordings.fail(first.recording_id, "too late")  # ready stays ready
+    ready = {r.recording_id: r for r in await s.recordings.for_room(call.room_id)}[
+        first.recording_id]
+    assert ready.status is RecordingStatus.READY
+    assert (ready.blob_key, ready.container, ready.video_codec, ready.audio_codec) == (
+        "recordings/a.webm", "webm", "vp8", "opus")
+    assert (ready.duration, ready.size, ready.error) == (89.5, 12_345_678_901, None)
+    assert ready.created_at == first.created_at and ready.updated_at == backend.now()
+    assert_aware_utc(ready)
+
+
+async def test_a_failed_recording_cannot_be_finished_or_failed_again(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    call = await recorded_call(backend, ada, bob)
+    (rec,) = await s.recordings.start(call.room_id, [ada.user_id], "n1")
+    assert await s.recordings.fail(rec.recording_id, "the muxer stopped")
+    assert not await s.recordings.fail(rec.recording_id, "again")
+    assert not await s.recordings.finish(
+        rec.recording_id, blob_key="recordings/a.mkv", container="matroska",
+        video_codec="h264", audio_codec="opus", duration=3.0, size=10)
+    (failed,) = await s.recordings.for_room(call.room_id)
+    assert failed.status is RecordingStatus.FAILED and failed.error == "the muxer stopped"
+    assert failed.blob_key is None
+    # an error longer than the column is cut, not refused
+    (other,) = await s.recordings.start(call.room_id, [bob.user_id], "n1")
+    assert await s.recordings.fail(other.recording_id, "x" * 400)
+    got = {r.recording_id: r for r in await s.recordings.for_room(call.room_id)}
+    assert got[other.recording_id].error == "x" * 255
+
+
+async def test_recordings_list_oldest_first_and_delete_room_returns_them(
+        backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    call = await recorded_call(backend, ada, bob)
+    other = await s.calls.create(
+        room_id=RoomId(new_id()), caller_id=bob.user_id, callee_id=ada.user_id, node_id="n2",
+        started_at=backend.now(), ends_at=backend.now() + HOUR, recorded=True)
+    (a,) = await s.recordings.start(call.room_id, [ada.user_id], "n1")
+    backend.clock.advance(5)
+    (b,) = await s.recordings.start(call.room_id, [bob.user_id], "n1")
+    backend.clock.advance(5)
+    (c,) = await s.recordings.start(call.room_id, [ada.user_id], "n1")  # e.g. after a restart
+    kept = await s.recordings.start(other.room_id, [ada.user_id, bob.user_id], "n2")
+    assert [r.recording_id for r in await s.recordings.for_room(call.room_id)] == [
+        a.recording_id, b.recording_id, c.recording_id]
+    deleted = await s.recordings.delete_room(call.room_id)
+    assert [r.recording_id for r in deleted] == [a.recording_id, b.recording_id,
+                                                c.recording_id]
+    assert deleted[0] == a
+    assert await s.recordings.for_room(call.room_id) == []
+    assert await s.recordings.delete_room(call.room_id) == []
+    assert sorted(r.recording_id for r in await s.recordings.for_room(other.room_id)) == sorted(
+        r.recording_id for r in kept)
+    assert await count_rows(s.engine, t.recordings) == 2
+
+
+async def test_fail_unfinished_fails_only_that_nodes_recording_rows(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    on_n1 = await recorded_call(backend, ada, bob, "n1")
+    on_n2 = await recorded_call(backend, bob, ada, "n2")
+    r1a, r1b = await s.recordings.start(on_n1.room_id, [ada.user_id, bob.user_id], "n1")
+    ready, _ = await s.recordings.start(on_n1.room_id, [ada.user_id, bob.user_id], "n1")
+    assert await s.recordings.finish(ready.recording_id, blob_key="recordings/r.webm",
+                                     container="webm", video_codec="vp8", audio_codec="opus",
+                                     duration=10.0, size=100)
+    r2 = await s.recordings.start(on_n2.room_id, [ada.user_id, bob.user_id], "n2")
+    backend.clock.advance(30)
+    assert await s.recordings.fail_unfinished("n1") == 3
+    assert await s.recordings.fail_unfinished("n1") == 0
+    assert await s.recordings.fail_unfinished("n3") == 0
+    by_id = {r.recording_id: r for r in await s.recordings.for_room(on_n1.room_id)}
+    assert by_id[ready.recording_id].status is RecordingStatus.READY
+    for rid in (r1a.recording_id, r1b.recording_id):
+        assert by_id[rid].status is RecordingStatus.FAILED
+        assert by_id[rid].error and by_id[rid].updated_at == backend.now()
+    assert [r.status for r in await s.recordings.for_room(on_n2.room_id)] == [
+        RecordingStatus.RECORDING] * 2
+    assert {r.recording_id for r in r2} == {
+        r.recording_id for r in await s.recordings.for_room(on_n2.room_id)}
+
+
+async def test_recording_refusals_and_unknown_ids(backend: Backend) -> None:
+    s = backend.store
+    ada, bob = await make_user(s, "Ada"), await make_user(s, "Bob")
+    call = await recorded_call(backend, ada, bob)
+    with pytest.raises(NotFound):
+        await s.recordings.start(RoomId(new_id()), [ada.user_id], "n1")
+    with pytest.raises(NotFound):
+        await s.recordings.start(call.room_id, [ada.user_id, UserId(new_id())], "n1")
+    assert await count_rows(s.engine, t.recordings) == 0  # nothing of a refused start is kept
+    with pytest.raises(InvalidArgument):
+        await s.recordings.start(RoomId("not-an-id"), [ada.user_id], "n1")
+    with pytest.raises(InvalidArgument):
+        await s.recordings.start(call.room_id, [UserId("not-an-id")], "n1")
+    with pytest.raises(InvalidArgument):
+        await s.recordings.start(call.room_id, [ada.user_id], "")
+    with pytest.raises(InvalidArgument):
+        await s.recordings.start(call.room_id, [ada.user_id], "n" * 64)
+    with pytest.raises(InvalidArgument):
+        await s.recordings.start(call.room_id, [], "n1")
+    (rec,) = await s.recordings.start(call.room_id, [ada.user_id], "n1")
+    for bad in dict(blob_key=""), dict(container="x" * 13), dict(size=-1), dict(duration=-1.0):
+        facts: dict[str, object] = dict(blob_key="recordings/a.webm", container="webm",
+                                        video_codec="vp8", audio_codec="opus", duration=1.0,
+                                        size=1)
+        facts.update(bad)
+        with pytest.raises(InvalidArgument):
+            await s.recordings.finish(rec.recording_id, **facts)  # type: ignore[arg-type]
+    for unknown in (new_id(), "not-an-id", ""):
+        assert not await s.recordings.finish(
+            unknown, blob_key="recordings/a.webm", container="webm", video_codec=None,
+            audio_codec=None, duration=1.0, size=1)
+        assert not await s.recordings.fail(unknown, "boom")
+        assert await s.recordings.for_room(RoomId(unknown)) == []
+        assert await s.recordings.delete_room(RoomId(unknown)) == []
+    (still,) = await s.recordings.for_room(call.room_id)
+    assert still.status is RecordingStatus.RECORDING
+
+
+async def test_recordings_go_with_their_call_and_their_user(backend: Backend) -> None:
+    s = backend.store
+    ada, bob, eve = (await make_user(s, "Ada"), await make_user(s, "Bob"),
+                     await make_user(s, "Eve"))
+    call = await recorded_call(backend, ada, bob)
+    await s.recordings.start(call.room_id, [ada.user_id, bob.user_id, eve.user_id], "n1")
+    # a user still in calls cannot be deleted; one whose only records are recordings can
+    with pytest.raises(FailedPrecondition):
+        await s.users.delete(ada.user_id)
+    assert await s.users.delete(eve.user_id)
+    assert sorted(r.user_id for r in await s.recordings.for_room(call.room_id)) == sorted(
+        [ada.user_id, bob.user_id])
+    # the store has no way to delete a call: the cascade is checked on the table itself
+    async with s.engine.begin() as conn:
+        await conn.execute(sa.delete(t.calls).where(t.calls.c.room_id == call.room_id))
+    assert await count_rows(s.engine, t.recordings) == 0

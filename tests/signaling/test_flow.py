@@ -324,7 +324,7 @@ async def test_client_config(node: Node) -> None:
     assert resp.status == 200
     assert await resp.json() == {"protocol": 1, "callMinSeconds": 10, "callMaxSeconds": 120,
                                  "callDefaultSeconds": 60, "inviteSeconds": 30,
-                                 "reconnectGraceSeconds": 15.0}
+                                 "reconnectGraceSeconds": 15.0, "recordingEnabled": False}
 
 
 async def test_the_deck_pages_through_everyone_available(node: Node) -> None:

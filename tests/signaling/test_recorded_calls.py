@@ -1,0 +1,186 @@
+"""Recorded calls through a real `napalmsky serve`: consent in the invite and the accept, the
+SFU's files stored when the call ends, fetched by the participants by signed URL (decoding
+with PyAV), refused to strangers, deleted by a participant; no consent, no recording."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import av
+
+from loadtest.bot import BLUE, RED, Bot
+from loadtest.measure import Measurements
+from loadtest.wire import Rest, Signaling, WireError, sign_up_guest
+from tests.napalmsky.served import start_server, stop_server
+
+NODE_ENV = {
+    "NAPALMSKY_BCRYPT_ROUNDS": "4", "NAPALMSKY_RATE_TOKEN_PER_MINUTE": "100000",
+    "NAPALMSKY_RATE_SIGNUP_PER_HOUR": "100000", "NAPALMSKY_CALL_MIN_SECONDS": "15",
+    "NAPALMSKY_CALL_DEFAULT_SECONDS": "60", "NAPALMSKY_CALL_MAX_SECONDS": "600",
+    "NAPALMSKY_COOLDOWN_HOURS": "0",
+}
+
+
+async def next_event(sig: Signaling, kind: str, within: float = 15) -> dict[str, Any]:
+    async with asyncio.timeout(within):
+        while True:
+            event = await sig.events.get()
+            if event.get("type") == kind:
+                data: dict[str, Any] = event.get("data", {})
+                return data
+
+
+async def until(check: Any, within: float = 60) -> Any:
+    deadline = time.monotonic() + within
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.2)
+
+
+class People:
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http, self.base, self.m = http, base, Measurements()
+
+    async def guest(self, name: str) -> tuple[str, str, Signaling]:
+        auth, _ = await sign_up_guest(Rest(self.http, self.base, self.m), name, "unspecified")
+        sig = Signaling(self.http, self.base, str(auth["token"]), self.m)
+        await sig.connect()
+        return str(auth["user"]["id"]), str(auth["token"]), sig
+
+    async def get(self, path: str, token: str) -> tuple[int, Any]:
+        async with self.http.get(f"{self.base}/api/v1{path}",
+                                 headers={"Authorization": f"Bearer {token}"}) as resp:
+            return resp.status, await resp.json()
+
+    async def delete(self, path: str, token: str) -> tuple[int, Any]:
+        async with self.http.delete(f"{self.base}/api/v1{path}",
+                                    headers={"Authorization": f"Bearer {token}"}) as resp:
+            return resp.status, await resp.json()
+
+
+async def test_a_call_both_agreed_to_is_recorded_stored_and_deletable(tmp_path: Path) -> None:
+    (tmp_path / "node").mkdir()
+    proc, base, log = start_server(tmp_path / "node", **NODE_ENV, NAPALMSKY_RECORDING="true")
+    bots: list[Bot] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            people = People(http, base)
+            ada_id, ada_token, ada = await people.guest("Ada")
+            bo_id, bo_token, bo = await people.guest("Bo")
+            _, cy_token, _cy = await people.guest("Cy")
+            status, config = await people.get("/config", ada_token)
+            assert (status, config["recordingEnabled"]) == (200, True)
+            await ada.request("call:invite", {"to": bo_id, "seconds": 60, "record": True})
+            invite = await next_event(bo, "call:invite")
+            assert invite["record"] is True  # Bo sees that Ada asks to record
+            await bo.request("call:accept", {"inviteId": invite["inviteId"], "record": True})
+            starts = [await next_event(sig, "call:start") for sig in (ada, bo)]
+            assert all(s["recorded"] is True for s in starts)
+            room_id = starts[0]["roomId"]
+            for start, colour in zip(starts, (RED, BLUE), strict=True):
+                bot = Bot(start["sfu"]["url"], start["sfu"]["token"], colour=colour)
+                bots.append(bot)
+            await asyncio.gather(*(b.join(wait=30) for b in bots))
+            await until(lambda: _received(bots, 45))
+            status, listed = await people.get(f"/calls/{room_id}/recordings", ada_token)
+            assert status == 200
+            assert {r["status"] for r in listed["recordings"]} == {"recording"}
+            await ada.request("room:leave", {"roomId": room_id})  # the call ends
+            await next_event(bo, "call:ended")
+
+            async def ready() -> list[dict[str, Any]] | None:
+                _code, body = await people.get(f"/calls/{room_id}/recordings", bo_token)
+                rows = body["recordings"]
+                return rows if rows and all(r["status"] == "ready" for r in rows) else None
+
+            rows = await until(ready)
+            assert {r["userId"] for r in rows} == {ada_id, bo_id}
+            for row in rows:
+                assert row["container"] == "webm" and row["videoCodec"] == "vp8"
+                assert row["audioCodec"] == "opus" and row["durationSeconds"] >= 1.0
+                async with http.get(row["url"]) as resp:
+                    assert resp.status == 200
+                    data = await resp.read()
+                assert len(data) == row["sizeBytes"]
+                with av.open(io.BytesIO(data)) as media:
+                    frames = sum(1 for _ in media.decode(video=0))
+                assert frames >= 30
+            # a stranger learns nothing; a participant deletes the call's recordings
+            status, body = await people.get(f"/calls/{room_id}/recordings", cy_token)
+            assert (status, body["error"]["code"]) == (404, "not_found")
+            status, body = await people.delete(f"/calls/{room_id}/recordings", cy_token)
+            assert status == 404
+            status, body = await people.delete(f"/calls/{room_id}/recordings", bo_token)
+            assert (status, body) == (200, {"deleted": 2})
+            status, body = await people.get(f"/calls/{room_id}/recordings", ada_token)
+            assert body == {"recordings": []}
+            async with http.get(rows[0]["url"]) as resp:
+                assert resp.status == 404  # the file is gone too
+            for sig in (ada, bo):
+                await sig.close()
+    finally:
+        for bot in bots:
+            with contextlib.suppress(Exception):
+                await bot.close()
+        stop_server(proc)
+    assert "Traceback" not in log.read_text()
+    assert not list((tmp_path / "node" / "data" / "recordings").glob("*"))  # nothing left
+
+
+def _received(bots: list[Bot], frames: int) -> Any:
+    async def check() -> bool:
+        return all(b.received.video_frames >= frames and b.received.audio_frames >= frames
+                   for b in bots)
+    return check()
+
+
+async def test_without_both_consents_nothing_is_recorded(tmp_path: Path) -> None:
+    (tmp_path / "node").mkdir()
+    proc, base, _log = start_server(tmp_path / "node", **NODE_ENV, NAPALMSKY_RECORDING="true")
+    try:
+        async with aiohttp.ClientSession() as http:
+            people = People(http, base)
+            _, ada_token, ada = await people.guest("Ada")
+            bo_id, _, bo = await people.guest("Bo")
+            await ada.request("call:invite", {"to": bo_id, "seconds": 60, "record": True})
+            invite = await next_event(bo, "call:invite")
+            await bo.request("call:accept", {"inviteId": invite["inviteId"]})  # Bo says no
+            start = await next_event(ada, "call:start")
+            assert start["recorded"] is False
+            status, body = await people.get(f"/calls/{start['roomId']}/recordings", ada_token)
+            assert (status, body) == (200, {"recordings": []})
+            for sig in (ada, bo):
+                await sig.close()
+    finally:
+        stop_server(proc)
+
+
+async def test_asking_to_record_where_recording_is_off_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "node").mkdir()
+    proc, base, _log = start_server(tmp_path / "node", **NODE_ENV)
+    try:
+        async with aiohttp.ClientSession() as http:
+            people = People(http, base)
+            _, ada_token, ada = await people.guest("Ada")
+            bo_id, _, bo = await people.guest("Bo")
+            status, config = await people.get("/config", ada_token)
+            assert (status, config["recordingEnabled"]) == (200, False)
+            try:
+                await ada.request("call:invite", {"to": bo_id, "seconds": 60, "record": True})
+            except WireError as exc:
+                assert exc.code == "failed_precondition"
+            else:
+                raise AssertionError("the invite was accepted")
+            for sig in (ada, bo):
+                await sig.close()
+    finally:
+        stop_server(proc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,8 +11,20 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+from loadtest.wire import Signaling
 from tests.services import free_port
+
+
+async def next_event(sig: Signaling, kind: str, within: float = 15) -> dict[str, Any]:
+    """The data of the next `kind` event on this signaling socket (others are skipped)."""
+    async with asyncio.timeout(within):
+        while True:
+            event = await sig.events.get()
+            if event.get("type") == kind:
+                data: dict[str, Any] = event.get("data", {})
+                return data
 
 
 def start_server(tmp_path: Path, port: int | None = None, **extra_env: str

@@ -17,7 +17,7 @@ import av
 from loadtest.bot import BLUE, RED, Bot
 from loadtest.measure import Measurements
 from loadtest.wire import Rest, Signaling, WireError, sign_up_guest
-from tests.napalmsky.served import start_server, stop_server
+from tests.napalmsky.served import next_event, start_server, stop_server
 
 NODE_ENV = {
     "NAPALMSKY_BCRYPT_ROUNDS": "4", "NAPALMSKY_RATE_TOKEN_PER_MINUTE": "100000",
@@ -25,15 +25,6 @@ NODE_ENV = {
     "NAPALMSKY_CALL_DEFAULT_SECONDS": "60", "NAPALMSKY_CALL_MAX_SECONDS": "600",
     "NAPALMSKY_COOLDOWN_HOURS": "0",
 }
-
-
-async def next_event(sig: Signaling, kind: str, within: float = 15) -> dict[str, Any]:
-    async with asyncio.timeout(within):
-        while True:
-            event = await sig.events.get()
-            if event.get("type") == kind:
-                data: dict[str, Any] = event.get("data", {})
-                return data
 
 
 async def until(check: Any, within: float = 60) -> Any:

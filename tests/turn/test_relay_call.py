@@ -15,7 +15,7 @@ import pytest
 from loadtest.bot import BLUE, RED, Bot
 from loadtest.measure import Measurements
 from loadtest.wire import Rest, Signaling, sign_up_guest
-from tests.napalmsky.served import start_server, stop_server
+from tests.napalmsky.served import next_event, start_server, stop_server
 from tests.sfu.test_call import close_to
 from tests.turn.coturn import Coturn
 
@@ -24,15 +24,6 @@ NODE_ENV = {
     "NAPALMSKY_RATE_SIGNUP_PER_HOUR": "100000", "NAPALMSKY_CALL_MIN_SECONDS": "15",
     "NAPALMSKY_CALL_DEFAULT_SECONDS": "60", "NAPALMSKY_CALL_MAX_SECONDS": "600",
 }
-
-
-async def next_event(sig: Signaling, kind: str, within: float = 15) -> dict[str, Any]:
-    async with asyncio.timeout(within):
-        while True:
-            event = await sig.events.get()
-            if event.get("type") == kind:
-                data: dict[str, Any] = event.get("data", {})
-                return data
 
 
 async def wait_for(predicate: Any, within: float = 30) -> None:

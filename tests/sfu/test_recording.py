@@ -95,3 +95,28 @@ async def test_a_room_not_recorded_writes_nothing(sfu: SfuHarness, tmp_path: Pat
     assert all(p.recorder is None for t in router.transports.values()
                for p in t.producers.values())
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_publisher_who_reconnects_keeps_one_file_that_plays_through(
+        sfu: SfuHarness, tmp_path: Path) -> None:
+    sfu.server.create_room("again")
+    alice, bob = sfu.bot("again", "alice", RED), sfu.bot("again", "bob", BLUE)
+    await alice.join()
+    await bob.join()
+    await wait_for(lambda: alice.received.video_frames >= 3 and bob.received.video_frames >= 3)
+    router = sfu.server.rooms["again"]
+    router.start_recording(tmp_path)
+    await wait_for(lambda: alice.received.video_frames >= 40)
+    # bob's browser reloads: a new connection, new SSRCs, his old one replaced
+    await bob.close()
+    bob_again = sfu.bot("again", "bob", BLUE)
+    await bob_again.join()
+    seen = alice.received.video_frames
+    await wait_for(lambda: alice.received.video_frames >= seen + 40, timeout=30)
+    files = {f.user_id: f for f in await router.stop_recording()}
+    with av.open(str(files["bob"].path)) as media:
+        frames = list(media.decode(video=0))
+    times = [float(f.time) for f in frames]
+    assert len(frames) >= 60  # both of bob's sessions are in the one file
+    assert times == sorted(times)  # in order across the reconnect
+    assert max(b - a for a, b in zip(times, times[1:], strict=False)) > 0.05  # the gap is kept

@@ -54,6 +54,94 @@ def h264_parameter_sets(annex_b: bytes) -> bytes | None:
     return b"".join(_START_CODE + u for u in (sps[0], pps[0]))
 
 
+class _Bits:
+    """An RBSP bit reader with Exp-Golomb codes (ITU-T H.264 section 9.1)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def u(self, n: int) -> int:
+        value = 0
+        for _ in range(n):
+            byte = self.data[self.pos >> 3]  # IndexError past the end: the caller's to catch
+            value = (value << 1) | ((byte >> (7 - (self.pos & 7))) & 1)
+            self.pos += 1
+        return value
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("Exp-Golomb code too long")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+
+
+def h264_size(annex_b: bytes) -> tuple[int, int]:
+    """The picture size an access unit's SPS declares (ITU-T H.264 7.3.2.1.1, cropping
+    applied); (0, 0) without an SPS or for one that does not parse."""
+    units = [u for u in annex_b.split(_START_CODE) if u and u[0] & 0x1F == 7]
+    if not units:
+        return 0, 0
+    rbsp = units[0][1:].replace(b"\x00\x00\x03", b"\x00\x00")  # emulation prevention
+    try:
+        bits = _Bits(rbsp)
+        profile = bits.u(8)
+        bits.u(16)  # constraint flags, level
+        bits.ue()  # seq_parameter_set_id
+        chroma = 1
+        if profile in _HIGH_PROFILES:
+            chroma = bits.ue()
+            if chroma == 3:
+                bits.u(1)
+            bits.ue()
+            bits.ue()
+            bits.u(1)
+            if bits.u(1):  # seq_scaling_matrix_present_flag
+                for i in range(12 if chroma == 3 else 8):
+                    if bits.u(1):
+                        last = following = 8
+                        for _ in range(16 if i < 6 else 64):
+                            if following:
+                                following = (last + bits.se()) % 256
+                            last = following or last
+        bits.ue()  # log2_max_frame_num_minus4
+        poc_type = bits.ue()
+        if poc_type == 0:
+            bits.ue()
+        elif poc_type == 1:
+            bits.u(1)
+            bits.se()
+            bits.se()
+            for _ in range(bits.ue()):
+                bits.se()
+        bits.ue()  # max_num_ref_frames
+        bits.u(1)
+        width_mbs = bits.ue() + 1
+        height_units = bits.ue() + 1
+        frame_mbs_only = bits.u(1)
+        if not frame_mbs_only:
+            bits.u(1)
+        bits.u(1)  # direct_8x8_inference_flag
+        left = right = top = bottom = 0
+        if bits.u(1):  # frame_cropping_flag
+            left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
+    except (IndexError, ValueError):
+        return 0, 0
+    unit_x = 1 if chroma == 0 else (1 if chroma == 3 else 2)
+    unit_y = (2 - frame_mbs_only) * (2 if chroma == 1 else 1)
+    width = width_mbs * 16 - unit_x * (left + right)
+    height = (2 - frame_mbs_only) * height_units * 16 - unit_y * (top + bottom)
+    return (width, height) if width > 0 and height > 0 else (0, 0)
+
+
 class RecordingError(Exception):
     """A frame the writer cannot put in the file (out of order, a video start without a
     keyframe, H.264 without parameter sets)."""
@@ -203,5 +291,5 @@ def inspect_recording(path: Path) -> RecordingFacts | None:
 
 
 __all__ = ["AUDIO_TIME_BASE", "OPUS_PRE_SKIP", "VIDEO_TIME_BASE", "RecordingError",
-           "RecordingFacts", "RecordingWriter", "TrackSpec", "h264_parameter_sets",
+           "RecordingFacts", "RecordingWriter", "TrackSpec", "h264_parameter_sets", "h264_size",
            "inspect_recording", "opus_head"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from recorder.depacketize import EncodedFrame, FrameAssembler
-from recorder.mux import RecordingError, RecordingWriter, TrackSpec
+from recorder.mux import RecordingError, RecordingWriter, TrackSpec, h264_size
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,8 @@ class RoomRecording:
             if p.writer is None:
                 if not frame.keyframe:
                     return
-                width, height = vp8_size(frame.data) if frame.codec == "vp8" else (0, 0)
+                width, height = (vp8_size(frame.data) if frame.codec == "vp8"
+                                 else h264_size(frame.data))
                 p.writer = RecordingWriter(
                     p.path, TrackSpec(frame.codec, width, height),
                     TrackSpec("opus") if "audio" in p.tracks else None)

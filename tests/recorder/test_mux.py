@@ -19,6 +19,7 @@ from recorder.mux import (
     RecordingWriter,
     TrackSpec,
     h264_parameter_sets,
+    h264_size,
     opus_head,
 )
 
@@ -157,3 +158,14 @@ def test_a_writer_killed_mid_recording_leaves_a_file_that_plays_up_to_then(tmp_p
     with av.open(str(path)) as media:
         frames = sum(1 for _ in media.decode(video=0))
     assert frames >= 60  # all but, at worst, the last unflushed cluster
+
+
+@pytest.mark.parametrize(("width", "height"), [(320, 240), (1920, 1080), (360, 640), (176, 144)])
+def test_the_sps_gives_the_picture_size(width: int, height: int) -> None:
+    keyframe = encoded_video("h264", 1, width, height)[0][0]
+    assert h264_size(keyframe) == (width, height)
+
+
+def test_a_missing_or_broken_sps_gives_no_size() -> None:
+    assert h264_size(b"\x00\x00\x00\x01\x65\x88") == (0, 0)  # an IDR slice alone
+    assert h264_size(b"\x00\x00\x00\x01\x67\x64") == (0, 0)  # an SPS cut short

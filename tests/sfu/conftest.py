@@ -60,9 +60,10 @@ def one_port_net() -> NetworkConfig:
 
 
 @contextlib.asynccontextmanager
-async def open_sfu(net: NetworkConfig) -> AsyncIterator[SfuHarness]:
+async def open_sfu(net: NetworkConfig, video_codec: str = "vp8") -> AsyncIterator[SfuHarness]:
     """The SFU on `net` behind its WebSocket endpoint on 127.0.0.1; bots closed at the end."""
-    server = SfuServer(SfuConfig(net=net, connect_timeout=15), SystemClock())
+    server = SfuServer(SfuConfig(net=net, video_codec=video_codec, connect_timeout=15),
+                       SystemClock())
     app = web.Application()
     app.add_routes(sfu_routes(server, SECRET, SystemClock()))
     test_server = TestServer(app, host="127.0.0.1")

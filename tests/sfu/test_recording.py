@@ -4,6 +4,7 @@ loss and reordering on the way in (repaired by the SFU's NACKs where it can)."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import av
 
 from loadtest.bot import BLUE, RED
-from tests.sfu.conftest import SfuHarness, wait_for
+from tests.sfu.conftest import LOOPBACK, SfuHarness, open_sfu, wait_for
 
 
 def disorderly(original: Callable[[Any, bytes, float], None], payload_type: int
@@ -119,4 +120,26 @@ async def test_a_publisher_who_reconnects_keeps_one_file_that_plays_through(
     times = [float(f.time) for f in frames]
     assert len(frames) >= 60  # both of bob's sessions are in the one file
     assert times == sorted(times)  # in order across the reconnect
-    assert max(b - a for a, b in zip(times, times[1:], strict=False)) > 0.05  # the gap is kept
+    assert max(b - a for a, b in itertools.pairwise(times)) > 0.05  # the gap is kept
+
+
+async def test_an_h264_room_records_matroska_without_transcoding(tmp_path: Path) -> None:
+    async with open_sfu(LOOPBACK, video_codec="h264") as sfu:
+        sfu.server.create_room("h")
+        alice, bob = sfu.bot("h", "alice", RED), sfu.bot("h", "bob", BLUE)
+        await alice.join()
+        await bob.join()
+        await wait_for(lambda: bob.received.video_frames >= 3)
+        router = sfu.server.rooms["h"]
+        router.start_recording(tmp_path)
+        seen = bob.received.video_frames
+        await wait_for(lambda: bob.received.video_frames >= seen + 45, timeout=30)
+        files = {f.user_id: f for f in await router.stop_recording()}
+    recorded = files["alice"]
+    assert recorded.container == "matroska" and recorded.path.suffix == ".mkv"
+    with av.open(str(recorded.path)) as media:
+        assert media.streams.video[0].codec_context.name == "h264"
+        assert media.streams.audio[0].codec_context.name == "opus"
+        frames = list(media.decode(video=0))
+    assert len(frames) >= 30 and frames[0].key_frame
+    assert (frames[0].width, frames[0].height) == (320, 240)

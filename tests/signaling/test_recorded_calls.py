@@ -175,3 +175,45 @@ async def test_asking_to_record_where_recording_is_off_is_refused(tmp_path: Path
                 await sig.close()
     finally:
         stop_server(proc)
+
+
+async def test_a_node_killed_mid_call_marks_the_recording_failed_never_ready(
+        tmp_path: Path) -> None:
+    import signal as signals
+
+    (tmp_path / "node").mkdir()
+    env = {**NODE_ENV, "NAPALMSKY_RECORDING": "true"}
+    proc, base, log = start_server(tmp_path / "node", **env)
+    port = int(base.rsplit(":", 1)[1])
+    bots: list[Bot] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            people = People(http, base)
+            _, ada_token, ada = await people.guest("Ada")
+            bo_id, _, bo = await people.guest("Bo")
+            await ada.request("call:invite", {"to": bo_id, "seconds": 60, "record": True})
+            invite = await next_event(bo, "call:invite")
+            await bo.request("call:accept", {"inviteId": invite["inviteId"], "record": True})
+            starts = [await next_event(sig, "call:start") for sig in (ada, bo)]
+            room_id = starts[0]["roomId"]
+            bots = [Bot(s["sfu"]["url"], s["sfu"]["token"], colour=c)
+                    for s, c in zip(starts, (RED, BLUE), strict=True)]
+            await asyncio.gather(*(b.join(wait=30) for b in bots))
+            await until(lambda: _received(bots, 30))
+            for sig in (ada, bo):
+                await sig.close()
+        stop_server(proc, signals.SIGKILL)  # the node dies mid-call
+        for bot in bots:
+            await bot.close()
+        proc, base, log = start_server(tmp_path / "node", port=port, **env)
+        async with aiohttp.ClientSession() as http:
+            status, body = await People(http, base).get(f"/calls/{room_id}/recordings",
+                                                         ada_token)
+        assert status == 200
+        assert [r["status"] for r in body["recordings"]] == ["failed", "failed"]
+        assert all(r["url"] is None for r in body["recordings"])
+    finally:
+        for bot in bots:
+            with contextlib.suppress(Exception):
+                await bot.close()
+        stop_server(proc)

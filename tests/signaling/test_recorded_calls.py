@@ -183,7 +183,7 @@ async def test_a_node_killed_mid_call_marks_the_recording_failed_never_ready(
 
     (tmp_path / "node").mkdir()
     env = {**NODE_ENV, "NAPALMSKY_RECORDING": "true"}
-    proc, base, log = start_server(tmp_path / "node", **env)
+    proc, base, _log = start_server(tmp_path / "node", **env)
     port = int(base.rsplit(":", 1)[1])
     bots: list[Bot] = []
     try:
@@ -205,7 +205,7 @@ async def test_a_node_killed_mid_call_marks_the_recording_failed_never_ready(
         stop_server(proc, signals.SIGKILL)  # the node dies mid-call
         for bot in bots:
             await bot.close()
-        proc, base, log = start_server(tmp_path / "node", port=port, **env)
+        proc, base, _log = start_server(tmp_path / "node", port=port, **env)
         async with aiohttp.ClientSession() as http:
             status, body = await People(http, base).get(f"/calls/{room_id}/recordings",
                                                          ada_token)

@@ -10,7 +10,8 @@ receives. In each round it measures the server process's CPU over `--seconds` on
 receives media. Then the callers hang up, and for the recorded round it times each call from
 hang-up until both of its files are listed as ready.
 
-It prints CPU per call in each round, their difference per recorded call (the recording's
+It prints CPU per call and the server-added forwarding latency (p99, from /metrics) in each
+round, their difference per recorded call (the recording's
 cost, in cores; target <= 0.05), and file-ready times (median, max; target <= 10 s), with the
 machine and its load. The bots share the machine with the server, as in bench.sfu_forwarding.
 """
@@ -29,8 +30,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.serve import load_average, machine, process_cpu, running_server
-from bench.sfu_forwarding import SERVER_ENV
+from bench.serve import Samples, load_average, machine, process_cpu, read_metrics, running_server
+from bench.sfu_forwarding import LATENCY, SERVER_ENV, bucket_percentile
 from loadtest.counting import CountingBot
 from loadtest.measure import Measurements
 from loadtest.media import audio_clip, video_clip
@@ -81,19 +82,31 @@ async def make_calls(http: aiohttp.ClientSession, base: str, count: int,
     return calls
 
 
-async def measure(pid: int, calls: list[Call], seconds: float) -> float:
-    """Server CPU seconds per second (cores) over the window, once every bot receives."""
+def _histogram(metrics: Samples) -> dict[float, float]:
+    return {float(dict(labels)["le"]): value for (name, labels), value in metrics.items()
+            if name == LATENCY}
+
+
+async def measure(http: aiohttp.ClientSession, url: str, pid: int, calls: list[Call],
+                  seconds: float) -> tuple[float, float | None]:
+    """Server CPU seconds per second (cores) over the window, once every bot receives, and the
+    server-added forwarding latency's p99 in that window (seconds, bucket resolution)."""
     deadline = time.monotonic() + 30
     while not all(b.counter.snapshot()["video"].received > 0 for c in calls for b in c.bots):
         if time.monotonic() > deadline:
             raise RuntimeError("not every bot receives media")
         await asyncio.sleep(0.1)
     await asyncio.sleep(SETTLE)
+    before = _histogram(await read_metrics(http, url))
     user0, system0 = process_cpu(pid)
     start = time.monotonic()
     await asyncio.sleep(seconds)
     user1, system1 = process_cpu(pid)
-    return (user1 + system1 - user0 - system0) / (time.monotonic() - start)
+    cores = (user1 + system1 - user0 - system0) / (time.monotonic() - start)
+    after = _histogram(await read_metrics(http, url))
+    window = sorted((bound, count - before.get(bound, 0.0)) for bound, count in after.items())
+    p99, _over = bucket_percentile(window, 0.99)
+    return cores, p99
 
 
 async def hang_up(http: aiohttp.ClientSession, base: str, calls: list[Call],
@@ -143,10 +156,13 @@ async def run(calls: int, seconds: float) -> int:
                 for recorded in (False, True):
                     made = await make_calls(http, server.url, calls, recorded)
                     try:
-                        cores[recorded] = await measure(server.pid, made, seconds)
+                        cores[recorded], p99 = await measure(http, server.url, server.pid,
+                                                             made, seconds)
                         label = "recorded" if recorded else "plain"
+                        shown = "n/a" if p99 is None else f"{1000 * p99:.2f} ms"
                         print(f"{label:9s} {100 * cores[recorded]:.1f} % of a core, "
-                              f"{100 * cores[recorded] / calls:.2f} % a call")
+                              f"{100 * cores[recorded] / calls:.2f} % a call; forwarding "
+                              f"latency p99 {shown}")
                     finally:
                         times = await hang_up(http, server.url, made, recorded)
                     ready += times

@@ -169,6 +169,12 @@ class FrameAssembler:
     # ----------------------------------------------------------------------------------------
     # Public API
 
+    @property
+    def waiting_keyframe(self) -> bool:
+        """True while video frames are dropped until a keyframe (after a loss or at the start
+        of a source): the time to ask the publisher for one (PLI)."""
+        return self.codec != "opus" and (self._source is None or self._source.waiting_keyframe)
+
     def push(self, packet: bytes) -> list[EncodedFrame]:
         """Take one RTP packet; return the frames it completes, in decode order."""
         try:

@@ -43,12 +43,16 @@ def vp8_size(frame: bytes) -> tuple[int, int]:
     return 0, 0
 
 
+KEYFRAME_RETRY = 1.0  # seconds between the recorder's keyframe requests for one track
+
+
 @dataclass
 class _Track:
     assembler: FrameAssembler
     clock_rate: int
     first_timestamp: int | None = None
     offset: int = 0  # RTP ticks from the recording's start to the track's first frame
+    asked_at: float = float("-inf")  # when the recorder last asked for a keyframe
 
 
 @dataclass
@@ -75,8 +79,13 @@ class RoomRecording:
     (blocking: call it off the event loop) for the files. Nothing is written for a participant
     until their first video keyframe."""
 
-    def __init__(self, room_id: str, directory: Path, video_codec: str) -> None:
+    def __init__(self, room_id: str, directory: Path, video_codec: str,
+                 request_keyframe: Callable[[str], None] | None = None) -> None:
+        """`request_keyframe(user_id)` is called (from the recording thread, at most every
+        KEYFRAME_RETRY seconds a track) while a video track waits for a keyframe after a loss:
+        browsers send keyframes only when asked, so without it the file's video would stop."""
         self.room_id = room_id
+        self._request_keyframe = request_keyframe
         self.directory = directory
         self.video_codec = video_codec
         directory.mkdir(parents=True, exist_ok=True)
@@ -156,6 +165,11 @@ class RoomRecording:
             return
         for frame in track.assembler.push(packet):
             self._write(p, kind, track, frame, arrival)
+        if (kind == "video" and track.assembler.waiting_keyframe
+                and self._request_keyframe is not None
+                and arrival - track.asked_at >= KEYFRAME_RETRY):
+            track.asked_at = arrival
+            self._request_keyframe(user_id)
 
     def _write(self, p: _Participant, kind: str, track: _Track, frame: EncodedFrame,
                arrival: float) -> None:

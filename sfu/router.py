@@ -94,7 +94,13 @@ class Router:
         """Record every publisher of this room from now on (sfu.recording), into `directory`;
         video publishers are asked for a keyframe so their files can start."""
         if self.recording is None:
-            self.recording = RoomRecording(self.room_id, directory, self.video_codec)
+            loop = asyncio.get_running_loop()
+
+            def request_keyframe(user_id: str) -> None:  # from the recording thread
+                loop.call_soon_threadsafe(self._keyframe_for_recording, user_id)
+
+            self.recording = RoomRecording(self.room_id, directory, self.video_codec,
+                                           request_keyframe)
             self.was_recorded = True
             for transport in self.transports.values():
                 for producer in transport.producers.values():
@@ -110,6 +116,12 @@ class Router:
             for producer in transport.producers.values():
                 producer.recorder = None
         return await asyncio.to_thread(recording.stop)
+
+    def _keyframe_for_recording(self, user_id: str) -> None:
+        transport = self.transports.get(user_id)
+        producer = transport.producers.get("video") if transport is not None else None
+        if producer is not None and not producer.closed:
+            producer.request_keyframe(force=True)  # the recorder paces its own asks
 
     def _record(self, user_id: str, producer: Producer) -> None:
         assert self.recording is not None

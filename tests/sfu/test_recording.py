@@ -143,3 +143,40 @@ async def test_an_h264_room_records_matroska_without_transcoding(tmp_path: Path)
         frames = list(media.decode(video=0))
     assert len(frames) >= 30 and frames[0].key_frame
     assert (frames[0].width, frames[0].height) == (320, 240)
+
+
+async def test_a_loss_the_recorder_cannot_repair_makes_it_ask_for_a_keyframe(
+        sfu: SfuHarness, tmp_path: Path) -> None:
+    # Browsers send keyframes only when asked: a recording whose video lost a frame for good
+    # would stop there unless the recorder asks (PLI) for the next keyframe.
+    sfu.server.create_room("pli")
+    alice, bob = sfu.bot("pli", "alice", RED), sfu.bot("pli", "bob", BLUE)
+    await alice.join()
+    await bob.join()
+    await wait_for(lambda: bob.received.video_frames >= 3)
+    router = sfu.server.rooms["pli"]
+    router.start_recording(tmp_path)
+    video = router.transports["alice"].producers["video"]
+    tap = video.recorder
+    assert tap is not None
+    taken = 0
+
+    def lose_one(packet: bytes) -> None:  # the recorder never gets packet 30 after the start
+        nonlocal taken
+        taken += 1
+        if taken != 30:
+            tap(packet)
+
+    video.recorder = lose_one
+    asked = video.keyframe_requests
+    # the gap is given up once the reorder buffer has waited for a retransmission (about a
+    # second here), then the recorder asks; a second later the recording must still run
+    await wait_for(lambda: video.keyframe_requests > asked, timeout=30)
+    seen = bob.received.video_frames
+    await wait_for(lambda: bob.received.video_frames >= seen + 30, timeout=30)
+    files = {f.user_id: f for f in await router.stop_recording()}
+    with av.open(str(files["alice"].path)) as media:
+        frames = list(media.decode(video=0))
+    keys = [i for i, f in enumerate(frames) if f.key_frame]
+    assert len(keys) >= 2  # the first, and the one asked for after the loss
+    assert len(frames) - keys[1] >= 20  # and the video goes on from there

@@ -237,4 +237,8 @@ export const api = {
   introVideo: () => request("GET", "/me/intro-video"),
   deck: () => request("GET", "/deck?limit=50"),
   calls: () => request("GET", "/me/calls"),
+  /** A recorded call's files (each participant's media), signed URLs once ready. */
+  recordings: (roomId) => request("GET", `/calls/${encodeURIComponent(roomId)}/recordings`),
+  deleteRecordings: (roomId) =>
+    request("DELETE", `/calls/${encodeURIComponent(roomId)}/recordings`),
 };

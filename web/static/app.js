@@ -110,6 +110,7 @@ export function signOutLocally() {
   hide($("account-nav"));
   hide($("call-ended"));
   hide($("outgoing-invite"));
+  hide($("recorded-mark"));
   for (const id of ["incoming-invite", "history-view", "upgrade-dialog"]) closeDialog($(id));
   $("conn-status").textContent = "";
   delete $("conn-status").dataset.state;

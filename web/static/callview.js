@@ -22,6 +22,8 @@ export function startCall(info, fromState = false) {
     app.call.endsAt = seconds(info.endsAt);
     app.call.partner = info.partner || app.call.partner;
     if (info.partnerMedia) app.call.partnerSending = info.partnerMedia;
+    if ("recorded" in info) app.call.recorded = !!info.recorded;
+    renderRecorded();
     showScreen("call");
     if (app.media.isHealthy(info.roomId)) app.media.updateInfo(info);
     else app.media.join(info);
@@ -44,6 +46,7 @@ export function startCall(info, fromState = false) {
     partnerPhase: null, // the partner's media as signaling and the SFU saw it: connected, failed, left
     partnerTracks: null, // {audio, video}: what the partner's offer sends (no camera: video false)
     partnerSending: info.partnerMedia || null, // {audio, video}: mic and camera on or off
+    recorded: !!info.recorded, // both agreed: the call's media is being recorded
     unread: 0, closedTimer: null };
   $("call-partner").textContent = app.call.partner.name || "someone";
   $("chat-partner").textContent = app.call.partner.name || "your partner";
@@ -52,6 +55,7 @@ export function startCall(info, fromState = false) {
   $("chat-input").value = "";
   setChatOpen(false);
   hide($("remote-play"));
+  renderRecorded();
   renderPartner();
   renderCallStatus();
   app.micOn = true;
@@ -87,6 +91,7 @@ export function endCall(data) {
   if (!call || (data.roomId && data.roomId !== call.roomId)) return;
   clearTimeout(call.closedTimer);
   app.call = null;
+  renderRecorded();
   $("call").classList.remove("reconnecting", "chat-open");
   app.media.close();
   const name = call.partner.name || "Your partner";
@@ -284,6 +289,11 @@ export function onPartnerSending(data) {
   if (!call || data.roomId !== call.roomId || (app.me && data.userId === app.me.id)) return;
   call.partnerSending = { audio: !!data.audio, video: !!data.video };
   renderPartner();
+}
+
+/** The "Recorded" badge over the video, for both participants of a recorded call. */
+export function renderRecorded() {
+  show($("recorded-mark"), !!(app.call && app.call.recorded));
 }
 
 /** The flags over the partner's video: muted, camera off or no camera at all. */

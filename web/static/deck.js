@@ -15,8 +15,10 @@ export async function loadConfig(attempt = 0) {
   try {
     app.config = await api.config();
     buildDurations(app.config);
+    buildRecording(app.config);
   } catch {
     buildDurations(null);
+    buildRecording(null);
     setTimeout(() => loadConfig(attempt + 1), Math.min(10_000, 1000 * 2 ** attempt));
   }
 }
@@ -39,6 +41,19 @@ export function buildDurations(config) {
   }
   if (previous && values.includes(Number(previous))) select.value = previous;
   else select.value = String(def);
+}
+
+/** Whether this service records calls (both people must agree): the consent controls are
+ * shown only then. */
+export function recordingEnabled() {
+  return !!(app.config && app.config.recordingEnabled);
+}
+
+export function buildRecording(config) {
+  const on = !!(config && config.recordingEnabled);
+  show($("invite-record-field"), on);
+  if (!on) $("invite-record").checked = false;
+  renderIncoming();
 }
 
 export function scheduleDeckRefresh() {
@@ -205,6 +220,7 @@ export async function invite(userId) {
   const value = $("invite-seconds").value;
   const data = { to: userId };
   if (value) data.seconds = Number(value);
+  if (recordingEnabled()) data.record = $("invite-record").checked;
   const person = app.deck.get(userId);
   try {
     const ack = await app.signaling.request("call:invite", data);
@@ -271,6 +287,11 @@ export function renderIncoming() {
   const changed = dialog.dataset.inviteId !== current.inviteId;
   dialog.dataset.inviteId = current.inviteId;
   $("incoming-name").textContent = current.from.name;
+  // The caller asks to record: say so, and ask for consent (unchecked: no consent).
+  const asksRecord = !!current.record && recordingEnabled();
+  if (changed) $("accept-record").checked = false;
+  $("incoming-record-name").textContent = current.from.name;
+  show($("incoming-record"), asksRecord);
   $("incoming-length").textContent = formatDuration(current.seconds);
   const person = app.deck.get(current.from.id);
   const avatar = $("incoming-avatar");
@@ -293,7 +314,13 @@ export async function acceptInvite(current = app.incoming[0]) {
   $("decline-invite").disabled = true;
   app.media.acquireMedia();  // the camera starts while the server sets the call up
   try {
-    await app.signaling.request("call:accept", { inviteId: current.inviteId });
+    const data = { inviteId: current.inviteId };
+    // Consent comes from the dialog's checkbox, for the invite it shows (Accept on a card
+    // of another invite gives none).
+    const shown = $("incoming-invite").dataset.inviteId === current.inviteId &&
+      !$("incoming-record").hidden;
+    if (current.record && recordingEnabled()) data.record = shown && $("accept-record").checked;
+    await app.signaling.request("call:accept", data);
     removeIncoming(current.inviteId);
   } catch (err) {
     app.media.releaseMedia();

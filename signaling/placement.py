@@ -7,10 +7,11 @@ with one that picks a node by region and load and routes these calls over the bu
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.errors import Unavailable
 from sfu.events import ParticipantConnected, ParticipantFailed, ParticipantLeft, SfuEvent
@@ -57,7 +58,7 @@ class Placement(Protocol):
         ...
 
 
-RecordedHandler = Callable[[str, list[RecordedFile]], Awaitable[None]]
+RecordedHandler = Callable[[str, list[RecordedFile]], Coroutine[Any, Any, None]]
 
 
 class LocalPlacement:
@@ -71,6 +72,7 @@ class LocalPlacement:
         self.node_id = node_id
         self.recordings = recordings
         self.on_recorded = on_recorded
+        self._finishing: set[asyncio.Task[None]] = set()  # recordings being stored
         self.sfu_url = public_url.replace("http://", "ws://").replace("https://", "wss://")
         self.sfu_url += "/sfu/ws"
         self._listeners: list[MediaListener] = []
@@ -90,7 +92,10 @@ class LocalPlacement:
         files = await router.stop_recording() if router is not None else []
         await self.sfu.close_room(room_id, reason)
         if router is not None and router.was_recorded and self.on_recorded is not None:
-            await self.on_recorded(room_id, files)
+            # Checked and stored in the background: the end of the call is announced now.
+            task = asyncio.create_task(self.on_recorded(room_id, files))
+            self._finishing.add(task)
+            task.add_done_callback(self._finishing.discard)
 
     async def start_recording(self, room_id: str) -> None:
         router = self.sfu.rooms.get(room_id) if self.sfu is not None else None

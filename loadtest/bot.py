@@ -129,14 +129,15 @@ class Bot:
 
     def __init__(self, ws_url: str, token: str, *, colour: Colour = RED,
                  net: ClientNetwork | None = None,
-                 ice_servers: Sequence[Mapping[str, Any]] = (), relay_only: bool = False
-                 ) -> None:
+                 ice_servers: Sequence[Mapping[str, Any]] = (), relay_only: bool = False,
+                 camera: bool = True) -> None:
         self.ws_url = ws_url
         self.token = token
         self.colour = colour
         self.net = net or ClientNetwork()
         self.ice_servers = ice_servers  # as `call:start` hands them out
         self.relay_only = relay_only  # every candidate through TURN
+        self.camera = camera  # False: audio only, like a browser without a camera
         self.received = Received()
         self.pc: RTCPeerConnection | None = None
         self.closed_reason: str | None = None
@@ -157,7 +158,8 @@ class Bot:
         pc = RTCPeerConnection(rtc_configuration(self.ice_servers, relay_only=self.relay_only))
         self.pc = pc
         pc.addTrack(ToneAudioTrack())
-        pc.addTrack(ColourVideoTrack(self.colour))
+        if self.camera:
+            pc.addTrack(ColourVideoTrack(self.colour))
         if not self.relay_only:  # relay only: no host candidates to bind
             bind_peer_connection(pc, self.net)
 

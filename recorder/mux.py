@@ -263,13 +263,14 @@ class RecordingFacts:
 
 
 def inspect_recording(path: Path) -> RecordingFacts | None:
-    """The facts of a recording file that plays (its first video frame decodes), else None.
-    Demuxes every packet (no decoding beyond that frame): seconds on a long call."""
+    """The facts of a recording file that plays (its first video frame, or for an audio-only
+    file its first audio frame, decodes), else None. Demuxes every packet (no decoding beyond
+    that frame): seconds on a long call."""
     try:
         with av.open(str(path)) as media:
             video = media.streams.video[0] if media.streams.video else None
             audio = media.streams.audio[0] if media.streams.audio else None
-            if video is None:
+            if video is None and audio is None:
                 return None
             first: float | None = None
             last = 0.0
@@ -280,11 +281,12 @@ def inspect_recording(path: Path) -> RecordingFacts | None:
                 first = at if first is None else min(first, at)
                 last = max(last, at)
             media.seek(0)
-            if next(iter(media.decode(video=0)), None) is None:
+            decoded = media.decode(video=0) if video is not None else media.decode(audio=0)
+            if next(iter(decoded), None) is None:
                 return None
             return RecordingFacts(
                 duration=round(last - (first or 0.0), 3),
-                video_codec=video.codec_context.name,
+                video_codec=video.codec_context.name if video is not None else None,
                 audio_codec=audio.codec_context.name if audio is not None else None)
     except (av.FFmpegError, OSError, ValueError, EOFError):
         return None

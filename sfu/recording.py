@@ -77,7 +77,8 @@ class RecordedFile:
 class RoomRecording:
     """`tap(user, kind, codec, clock_rate, payload_type)` for each producer, then `stop()`
     (blocking: call it off the event loop) for the files. Nothing is written for a participant
-    until their first video keyframe."""
+    until their first video keyframe; a participant without video (no camera) gets an audio-only
+    file from their first packet."""
 
     def __init__(self, room_id: str, directory: Path, video_codec: str,
                  request_keyframe: Callable[[str], None] | None = None) -> None:
@@ -190,11 +191,15 @@ class RoomRecording:
                 p.writer.write_video(frame.data, pts, frame.keyframe)
             except RecordingError:
                 self.errors += 1
-        elif p.writer is not None:
-            try:
-                p.writer.write_audio(frame.data, pts)
-            except RecordingError:
-                self.errors += 1
+        else:
+            if p.writer is None and "video" not in p.tracks:
+                # no camera (audio only): the file is audio alone, from the first packet
+                p.writer = RecordingWriter(p.path, None, TrackSpec("opus"))
+            if p.writer is not None:
+                try:
+                    p.writer.write_audio(frame.data, pts)
+                except RecordingError:
+                    self.errors += 1
 
 
 __all__ = ["RecordedFile", "RoomRecording", "Tap", "vp8_size"]

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPES = {"webm": "video/webm", "matroska": "video/x-matroska"}
 SUFFIXES = {"webm": "webm", "matroska": "mkv"}
-NOTHING_RECORDED = "nothing was recorded (no video arrived)"
+NOTHING_RECORDED = "nothing was recorded (no media arrived)"
 DOES_NOT_PLAY = "the recording could not be finished"
 
 
@@ -59,7 +59,8 @@ class Recordings:
 
     async def _finish_one(self, room_id: str, row: Recording,
                           recorded: RecordedFile | None) -> None:
-        if recorded is None or recorded.video_frames == 0 or not recorded.path.exists():
+        if (recorded is None or recorded.video_frames + recorded.audio_frames == 0
+                or not recorded.path.exists()):
             await self.store.recordings.fail(row.recording_id, NOTHING_RECORDED)
             return
         facts = await asyncio.to_thread(inspect_recording, recorded.path)

@@ -180,3 +180,29 @@ async def test_a_loss_the_recorder_cannot_repair_makes_it_ask_for_a_keyframe(
     keys = [i for i, f in enumerate(frames) if f.key_frame]
     assert len(keys) >= 2  # the first, and the one asked for after the loss
     assert len(frames) - keys[1] >= 20  # and the video goes on from there
+
+
+async def test_a_participant_without_a_camera_gets_an_audio_only_file(
+        sfu: SfuHarness, tmp_path: Path) -> None:
+    from loadtest.bot import Bot
+
+    sfu.server.create_room("voice")
+    alice = sfu.bot("voice", "alice", RED)
+    bob = Bot(sfu.url, sfu.token("voice", "bob"), camera=False)  # audio only
+    sfu.bots.append(bob)
+    await alice.join()
+    await bob.join()
+    await wait_for(lambda: bob.received.audio_frames >= 3 and alice.received.audio_frames >= 3)
+    router = sfu.server.rooms["voice"]
+    router.start_recording(tmp_path)
+    seen = alice.received.audio_frames
+    await wait_for(lambda: alice.received.audio_frames >= seen + 60, timeout=30)
+    files = {f.user_id: f for f in await router.stop_recording()}
+    voice = files["bob"]
+    assert voice.video_frames == 0 and voice.audio_frames >= 40
+    with av.open(str(voice.path)) as media:
+        assert not media.streams.video
+        assert media.streams.audio[0].codec_context.name == "opus"
+        sounds = sum(1 for _ in media.decode(audio=0))
+    assert sounds >= 40
+    assert files["alice"].video_frames >= 30  # the other side is recorded as before

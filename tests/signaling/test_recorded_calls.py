@@ -217,3 +217,46 @@ async def test_a_node_killed_mid_call_marks_the_recording_failed_never_ready(
             with contextlib.suppress(Exception):
                 await bot.close()
         stop_server(proc)
+
+
+async def test_a_participant_without_a_camera_has_an_audio_only_recording(
+        tmp_path: Path) -> None:
+    (tmp_path / "node").mkdir()
+    proc, base, _log = start_server(tmp_path / "node", **NODE_ENV, NAPALMSKY_RECORDING="true")
+    bots: list[Bot] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            people = People(http, base)
+            ada_id, ada_token, ada = await people.guest("Ada")
+            bo_id, _, bo = await people.guest("Bo")
+            await ada.request("call:invite", {"to": bo_id, "seconds": 60, "record": True})
+            invite = await next_event(bo, "call:invite")
+            await bo.request("call:accept", {"inviteId": invite["inviteId"], "record": True})
+            starts = [await next_event(sig, "call:start") for sig in (ada, bo)]
+            room_id = starts[0]["roomId"]
+            bots = [Bot(starts[0]["sfu"]["url"], starts[0]["sfu"]["token"], colour=RED),
+                    Bot(starts[1]["sfu"]["url"], starts[1]["sfu"]["token"], camera=False)]
+            await asyncio.gather(*(b.join(wait=30) for b in bots))
+
+            async def heard() -> bool:
+                return all(b.received.audio_frames >= 45 for b in bots)
+
+            await until(heard)
+            await ada.request("room:leave", {"roomId": room_id})
+
+            async def ready() -> list[dict[str, Any]] | None:
+                _code, body = await people.get(f"/calls/{room_id}/recordings", ada_token)
+                rows = body["recordings"]
+                return rows if rows and all(r["status"] != "recording" for r in rows) else None
+
+            rows = {r["userId"]: r for r in await until(ready)}
+            assert rows[ada_id]["status"] == rows[bo_id]["status"] == "ready"
+            assert rows[bo_id]["videoCodec"] is None and rows[bo_id]["audioCodec"] == "opus"
+            assert rows[ada_id]["videoCodec"] == "vp8"
+            for sig in (ada, bo):
+                await sig.close()
+    finally:
+        for bot in bots:
+            with contextlib.suppress(Exception):
+                await bot.close()
+        stop_server(proc)

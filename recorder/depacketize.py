@@ -44,7 +44,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass, field
 
-from sfu.rtp import RTP_SEQ_MOD, RTP_TS_MOD, is_vp8_keyframe, payload_bounds
+from sfu.rtp import RTP_SEQ_MOD, RTP_TS_MOD, payload_bounds, vp8_descriptor_length
 
 CODECS = ("vp8", "h264", "opus")
 ANNEX_B_START_CODE = b"\x00\x00\x00\x01"
@@ -286,7 +286,7 @@ class FrameAssembler:
         if not payload:  # padding only: holds its sequence number, belongs to no frame
             return _Packet(seq, ts, marker, b"", False)
         if self.codec == "vp8":
-            at = _vp8_descriptor_length(payload)
+            at = vp8_descriptor_length(payload)
             if at is None:
                 return None
             b0 = payload[0]
@@ -398,7 +398,7 @@ class FrameAssembler:
             return
         if self.codec == "vp8":
             data = b"".join(p.media for p in run)
-            keyframe = is_vp8_keyframe(b"\x10" + data)  # a bare descriptor: S=1, PID 0
+            keyframe = bool(data) and not data[0] & 0x01  # RFC 6386 9.1: P bit 0
             usable, has_sets = keyframe, False
         else:
             unit = _h264_access_unit([p.media for p in run])
@@ -450,28 +450,6 @@ def _unwrap(value: int, reference: int, modulus: int) -> int:
     if delta >= modulus // 2:
         delta -= modulus
     return reference + delta
-
-
-def _vp8_descriptor_length(payload: bytes) -> int | None:
-    """Bytes taken by the VP8 payload descriptor (RFC 7741 section 4.2), or None when it is
-    truncated or nothing follows it."""
-    n = len(payload)
-    b0 = payload[0]
-    i = 1
-    if b0 & 0x80:  # X: the extension byte
-        if n < 2:
-            return None
-        x = payload[1]
-        i = 2
-        if x & 0x80:  # I: PictureID, 7 or 15 bits
-            if n <= i:
-                return None
-            i += 2 if payload[i] & 0x80 else 1
-        if x & 0x40:  # L: TL0PICIDX
-            i += 1
-        if x & 0x30:  # T or K: TID/Y/KEYIDX
-            i += 1
-    return i if i < n else None
 
 
 def _h264_packet_start(payload: bytes) -> bool | None:

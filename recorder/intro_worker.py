@@ -118,7 +118,8 @@ class IntroVideoWorker:
 
     async def _process(self, job: IntroVideoJob, tmp: Path) -> None:
         source = tmp / "source"
-        source.write_bytes(await self.blobs.get(job.source_key))
+        data = await self.blobs.get(job.source_key)
+        await asyncio.to_thread(source.write_bytes, data)  # up to 50 MB: not on the loop
         target, poster = tmp / "intro.mp4", tmp / "poster.jpg"
         outcome = await self._transcode(job, source, target, poster)
         if outcome is None:  # superseded or taken over: someone else owns the job now

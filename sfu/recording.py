@@ -90,7 +90,8 @@ class RoomRecording:
         self.directory = directory
         self.video_codec = video_codec
         directory.mkdir(parents=True, exist_ok=True)
-        self._queue: queue.SimpleQueue[tuple[str, str, bytes, float] | None] = (
+        # (user, kind, a packet, its arrival), or (user, kind, a new track, 0): in order
+        self._queue: queue.SimpleQueue[tuple[str, str, bytes | _Track, float] | None] = (
             queue.SimpleQueue())
         self._participants: dict[str, _Participant] = {}
         self._started = time.monotonic()
@@ -104,7 +105,9 @@ class RoomRecording:
             payload_type: int) -> Tap:
         """The callable a producer calls with each accepted plain RTP packet."""
         put = self._queue.put
-        self._queue.put((user_id, f"track:{kind}:{codec}:{clock_rate}:{payload_type}", b"", 0.0))
+        track = _Track(FrameAssembler(codec, clock_rate=clock_rate, payload_type=payload_type),
+                       clock_rate)
+        self._queue.put((user_id, kind, track, 0.0))
 
         def on_packet(packet: bytes) -> None:
             put((user_id, kind, packet, time.monotonic()))
@@ -133,8 +136,8 @@ class RoomRecording:
                 break
             user_id, kind, packet, arrival = item
             try:
-                if kind.startswith("track:"):
-                    self._add_track(user_id, kind)
+                if isinstance(packet, _Track):
+                    self._add_track(user_id, kind, packet)
                 else:
                     self._on_packet(user_id, kind, packet, arrival)
             except Exception:  # one bad stream must not end the room's recording
@@ -148,16 +151,13 @@ class RoomRecording:
                     self.errors += 1
                     log.exception("room %s: closing a recording failed", self.room_id)
 
-    def _add_track(self, user_id: str, spec: str) -> None:
-        _, kind, codec, clock_rate, payload_type = spec.split(":")
+    def _add_track(self, user_id: str, kind: str, track: _Track) -> None:
         p = self._participants.get(user_id)
         if p is None:
             suffix = "webm" if self.video_codec == "vp8" else "mkv"
             p = self._participants[user_id] = _Participant(
                 self.directory / f"{self.room_id}-{user_id}.{suffix}", self.video_codec)
-        p.tracks[kind] = _Track(FrameAssembler(codec, clock_rate=int(clock_rate),
-                                               payload_type=int(payload_type)),
-                                int(clock_rate))
+        p.tracks[kind] = track  # a reconnect's new track replaces the old one
 
     def _on_packet(self, user_id: str, kind: str, packet: bytes, arrival: float) -> None:
         p = self._participants.get(user_id)

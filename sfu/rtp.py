@@ -554,29 +554,37 @@ def unwrap_rtx(packet: bytes | bytearray, *, ssrc: int, payload_type: int) -> by
 # Keyframes
 
 
-def is_vp8_keyframe(payload: bytes | bytearray) -> bool:
-    """True for the first packet of a VP8 keyframe (RFC 7741); False for anything truncated."""
+def vp8_descriptor_length(payload: bytes | bytearray) -> int | None:
+    """Bytes taken by the VP8 payload descriptor (RFC 7741 section 4.2), or None when it is
+    truncated or nothing follows it."""
     n = len(payload)
     if n < 1:
-        return False
+        return None
     b0 = payload[0]
-    if not b0 & 0x10 or b0 & 0x07:  # S=1 and PID=0: the start of partition 0
-        return False
     i = 1
     if b0 & 0x80:  # X: extension byte follows
         if n < 2:
-            return False
+            return None
         x = payload[1]
         i = 2
         if x & 0x80:  # I: picture id, 7 or 15 bits
             if n <= i:
-                return False
+                return None
             i += 2 if payload[i] & 0x80 else 1
         if x & 0x40:  # L: TL0PICIDX
             i += 1
         if x & 0x30:  # T or K: TID/Y/KEYIDX
             i += 1
-    return i < n and not payload[i] & 0x01
+    return i if i < n else None
+
+
+def is_vp8_keyframe(payload: bytes | bytearray) -> bool:
+    """True for the first packet of a VP8 keyframe (RFC 7741); False for anything truncated."""
+    if not payload or not payload[0] & 0x10 or payload[0] & 0x07:  # S=1, PID=0: partition 0
+        return False
+    i = vp8_descriptor_length(payload)
+    # RFC 6386 section 9.1: the frame tag's P bit is 0 on a key frame
+    return i is not None and not payload[i] & 0x01
 
 
 _H264_KEY_NAL_TYPES = frozenset({5, 7})

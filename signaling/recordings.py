@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 from core.blobs import BlobStore
 from core.ids import RoomId
@@ -69,7 +68,7 @@ class Recordings:
             return
         key = f"recordings/{room_id}/{row.user_id}.{SUFFIXES[recorded.container]}"
         await self.blobs.put_file(key, recorded.path, CONTENT_TYPES[recorded.container])
-        size = await asyncio.to_thread(lambda: Path(recorded.path).stat().st_size)
+        size = recorded.path.stat().st_size
         if not await self.store.recordings.finish(
                 row.recording_id, blob_key=key, container=recorded.container,
                 video_codec=facts.video_codec, audio_codec=facts.audio_codec,

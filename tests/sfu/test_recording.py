@@ -14,6 +14,7 @@ import av
 
 from loadtest.bot import BLUE, RED
 from tests.sfu.conftest import LOOPBACK, SfuHarness, open_sfu, wait_for
+from tests.sfu.test_feedback import call
 
 
 def disorderly(original: Callable[[Any, bytes, float], None], payload_type: int
@@ -45,11 +46,7 @@ def disorderly(original: Callable[[Any, bytes, float], None], payload_type: int
 
 async def test_a_recorded_call_decodes_in_step_despite_loss_and_reordering(
         sfu: SfuHarness, tmp_path: Path) -> None:
-    sfu.server.create_room("rec")
-    alice, bob = sfu.bot("rec", "alice", RED), sfu.bot("rec", "bob", BLUE)
-    await alice.join()
-    await bob.join()
-    await wait_for(lambda: alice.received.video_frames >= 3 and bob.received.video_frames >= 3)
+    alice, bob, _, _ = await call(sfu, "rec")  # joined, media flowing
     router = sfu.server.rooms["rec"]
     alice_t = router.transports["alice"]
     video = alice_t.producers["video"]
@@ -86,10 +83,7 @@ async def test_a_recorded_call_decodes_in_step_despite_loss_and_reordering(
 
 
 async def test_a_room_not_recorded_writes_nothing(sfu: SfuHarness, tmp_path: Path) -> None:
-    sfu.server.create_room("plain")
-    alice, bob = sfu.bot("plain", "alice", RED), sfu.bot("plain", "bob", BLUE)
-    await alice.join()
-    await bob.join()
+    _alice, bob, _, _ = await call(sfu, "plain")
     await wait_for(lambda: bob.received.video_frames >= 10)
     router = sfu.server.rooms["plain"]
     assert await router.stop_recording() == []
@@ -100,11 +94,7 @@ async def test_a_room_not_recorded_writes_nothing(sfu: SfuHarness, tmp_path: Pat
 
 async def test_a_publisher_who_reconnects_keeps_one_file_that_plays_through(
         sfu: SfuHarness, tmp_path: Path) -> None:
-    sfu.server.create_room("again")
-    alice, bob = sfu.bot("again", "alice", RED), sfu.bot("again", "bob", BLUE)
-    await alice.join()
-    await bob.join()
-    await wait_for(lambda: alice.received.video_frames >= 3 and bob.received.video_frames >= 3)
+    alice, bob, _, _ = await call(sfu, "again")  # joined, media flowing
     router = sfu.server.rooms["again"]
     router.start_recording(tmp_path)
     await wait_for(lambda: alice.received.video_frames >= 40)
@@ -125,11 +115,7 @@ async def test_a_publisher_who_reconnects_keeps_one_file_that_plays_through(
 
 async def test_an_h264_room_records_matroska_without_transcoding(tmp_path: Path) -> None:
     async with open_sfu(LOOPBACK, video_codec="h264") as sfu:
-        sfu.server.create_room("h")
-        alice, bob = sfu.bot("h", "alice", RED), sfu.bot("h", "bob", BLUE)
-        await alice.join()
-        await bob.join()
-        await wait_for(lambda: bob.received.video_frames >= 3)
+        _alice, bob, _, _ = await call(sfu, "h")
         router = sfu.server.rooms["h"]
         router.start_recording(tmp_path)
         seen = bob.received.video_frames
@@ -149,11 +135,7 @@ async def test_a_loss_the_recorder_cannot_repair_makes_it_ask_for_a_keyframe(
         sfu: SfuHarness, tmp_path: Path) -> None:
     # Browsers send keyframes only when asked: a recording whose video lost a frame for good
     # would stop there unless the recorder asks (PLI) for the next keyframe.
-    sfu.server.create_room("pli")
-    alice, bob = sfu.bot("pli", "alice", RED), sfu.bot("pli", "bob", BLUE)
-    await alice.join()
-    await bob.join()
-    await wait_for(lambda: bob.received.video_frames >= 3)
+    _alice, bob, _, _ = await call(sfu, "pli")  # joined, media flowing
     router = sfu.server.rooms["pli"]
     router.start_recording(tmp_path)
     video = router.transports["alice"].producers["video"]

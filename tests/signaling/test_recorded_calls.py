@@ -47,6 +47,15 @@ class People:
         await sig.connect()
         return str(auth["user"]["id"]), str(auth["token"]), sig
 
+    async def call(self, caller: Signaling, callee: Signaling, callee_id: str, *,
+                   agree: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The caller invites asking to record; the callee accepts, agreeing or not: (the
+        invite as the callee saw it, both call:start payloads, caller's first)."""
+        await caller.request("call:invite", {"to": callee_id, "seconds": 60, "record": True})
+        invite = await next_event(callee, "call:invite")
+        await callee.request("call:accept", {"inviteId": invite["inviteId"], "record": agree})
+        return invite, [await next_event(sig, "call:start") for sig in (caller, callee)]
+
     async def get(self, path: str, token: str) -> tuple[int, Any]:
         async with self.http.get(f"{self.base}/api/v1{path}",
                                  headers={"Authorization": f"Bearer {token}"}) as resp:
@@ -70,11 +79,8 @@ async def test_a_call_both_agreed_to_is_recorded_stored_and_deletable(tmp_path: 
             _, cy_token, _cy = await people.guest("Cy")
             status, config = await people.get("/config", ada_token)
             assert (status, config["recordingEnabled"]) == (200, True)
-            await ada.request("call:invite", {"to": bo_id, "seconds": 60, "record": True})
-            invite = await next_event(bo, "call:invite")
+            invite, starts = await people.call(ada, bo, bo_id)
             assert invite["record"] is True  # Bo sees that Ada asks to record
-            await bo.request("call:accept", {"inviteId": invite["inviteId"], "record": True})
-            starts = [await next_event(sig, "call:start") for sig in (ada, bo)]
             assert all(s["recorded"] is True for s in starts)
             room_id = starts[0]["roomId"]
             for start, colour in zip(starts, (RED, BLUE), strict=True):
@@ -142,10 +148,7 @@ async def test_without_both_consents_nothing_is_recorded(tmp_path: Path) -> None
             people = People(http, base)
             _, ada_token, ada = await people.guest("Ada")
             bo_id, _, bo = await people.guest("Bo")
-            await ada.request("call:invite", {"to": bo_id, "seconds": 60, "record": True})
-            invite = await next_event(bo, "call:invite")
-            await bo.request("call:accept", {"inviteId": invite["inviteId"]})  # Bo says no
-            start = await next_event(ada, "call:start")
+            _, (start, _) = await people.call(ada, bo, bo_id, agree=False)  # Bo says no
             assert start["recorded"] is False
             status, body = await people.get(f"/calls/{start['roomId']}/recordings", ada_token)
             assert (status, body) == (200, {"recordings": []})
@@ -191,10 +194,7 @@ async def test_a_node_killed_mid_call_marks_the_recording_failed_never_ready(
             people = People(http, base)
             _, ada_token, ada = await people.guest("Ada")
             bo_id, _, bo = await people.guest("Bo")
-            await ada.request("call:invite", {"to": bo_id, "seconds": 60, "record": True})
-            invite = await next_event(bo, "call:invite")
-            await bo.request("call:accept", {"inviteId": invite["inviteId"], "record": True})
-            starts = [await next_event(sig, "call:start") for sig in (ada, bo)]
+            _, starts = await people.call(ada, bo, bo_id)
             room_id = starts[0]["roomId"]
             bots = [Bot(s["sfu"]["url"], s["sfu"]["token"], colour=c)
                     for s, c in zip(starts, (RED, BLUE), strict=True)]
@@ -229,10 +229,7 @@ async def test_a_participant_without_a_camera_has_an_audio_only_recording(
             people = People(http, base)
             ada_id, ada_token, ada = await people.guest("Ada")
             bo_id, _, bo = await people.guest("Bo")
-            await ada.request("call:invite", {"to": bo_id, "seconds": 60, "record": True})
-            invite = await next_event(bo, "call:invite")
-            await bo.request("call:accept", {"inviteId": invite["inviteId"], "record": True})
-            starts = [await next_event(sig, "call:start") for sig in (ada, bo)]
+            _, starts = await people.call(ada, bo, bo_id)
             room_id = starts[0]["roomId"]
             bots = [Bot(starts[0]["sfu"]["url"], starts[0]["sfu"]["token"], colour=RED),
                     Bot(starts[1]["sfu"]["url"], starts[1]["sfu"]["token"], camera=False)]
